@@ -1,0 +1,160 @@
+"""Starlette helpers shared by the service HTTP APIs: error bodies, bearer auth, health routes.
+
+Errors are `{"error": {"code", "message"}}` with the status of `roomstream_contracts.errors.HTTP_STATUS`;
+bad input is always a 4xx, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from roomstream_contracts.codec import describe_validation_error
+from roomstream_contracts.errors import HTTP_STATUS, ErrorCode, ProtocolError
+from roomstream_contracts.tokens import TokenClaims
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from .auth import AuthError, TokenVerifier
+from .redis import REDIS_DOWN_ERRORS
+from .telemetry import metrics_response
+
+log = logging.getLogger(__name__)
+
+
+class JSONResponse(Response):
+    """JSON by orjson."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(code: ErrorCode, message: str, status: int | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code.value, "message": message}},
+        status_code=status or HTTP_STATUS.get(code, 400),
+    )
+
+
+class ApiError(ProtocolError):
+    """Raise from an endpoint to answer with an error body."""
+
+
+_STATUS_CODES = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.BAD_REQUEST,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED,
+}
+
+
+async def _protocol_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProtocolError)
+    return error_response(exc.code, exc.message)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ValidationError)
+    return error_response(ErrorCode.BAD_REQUEST, describe_validation_error(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _STATUS_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+    return error_response(code, str(exc.detail), exc.status_code)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("dependency unavailable: %s", exc)
+    return error_response(ErrorCode.UNAVAILABLE, "a dependency is unavailable; retry")
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return error_response(ErrorCode.INTERNAL, "internal error")
+
+
+def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Handlers that map every failure of an endpoint to a JSON error body."""
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ProtocolError: _protocol_error,
+        ValidationError: _validation_error,
+        HTTPException: _http_error,
+        Exception: _internal,
+    }
+    for exc_type in REDIS_DOWN_ERRORS:
+        handlers[exc_type] = _unavailable
+    try:
+        import asyncpg
+
+        handlers[asyncpg.PostgresConnectionError] = _unavailable
+        handlers[asyncpg.exceptions.CannotConnectNowError] = _unavailable
+        handlers[asyncpg.InterfaceError] = _unavailable
+    except ImportError:  # pragma: no cover - asyncpg is a dependency of the kit
+        pass
+    return handlers
+
+
+async def json_body(request: Request) -> Any:
+    """The request body as JSON, or `bad_request`."""
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def authenticate(request: Request, verifier: TokenVerifier) -> TokenClaims:
+    """The caller's claims, or `unauthorized` (401)."""
+    try:
+        return verifier.verify(bearer_token(request))
+    except AuthError as exc:
+        raise ApiError(ErrorCode.UNAUTHORIZED, str(exc)) from None
+
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def health_routes(readiness: list[ReadinessCheck]) -> list[Route]:
+    """`/healthz` (process alive), `/readyz` (every readiness check passes), `/metrics`."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        failed = []
+        for check in readiness:
+            try:
+                await check()
+            except Exception as exc:
+                failed.append(f"{getattr(check, '__name__', 'check')}: {exc!s}"[:200])
+        if failed:
+            return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        body, content_type = metrics_response()
+        return Response(body, media_type=content_type)
+
+    return [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ]

@@ -1,0 +1,67 @@
+"""The base settings object. Every service subclasses `CommonSettings` and reads it once at start.
+
+All variables are prefixed `ROOMSTREAM_` except the conventional `REDIS_URL` and `DATABASE_URL`
+(both also accepted with the prefix). `docs/configuration.md` lists every variable.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from roomstream_contracts.streams import (
+    DEFAULT_NAMESPACE,
+    DEFAULT_SHARDS,
+    StreamKeys,
+)
+from roomstream_contracts.tokens import DEV_JWT_SECRET
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROOMSTREAM_", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias=AliasChoices("ROOMSTREAM_REDIS_URL", "REDIS_URL"),
+    )
+    redis_cluster: bool = False
+    """Treat `redis_url` as one node of a Redis Cluster."""
+    database_url: str = Field(
+        default="postgresql://postgres@127.0.0.1:5432/roomstream",
+        validation_alias=AliasChoices("ROOMSTREAM_DATABASE_URL", "DATABASE_URL"),
+    )
+    namespace: str = DEFAULT_NAMESPACE
+    """Prefix of every Redis key; lets several deployments (or test runs) share one Redis."""
+    shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=1024)
+    """Number of log shards. Fixed for the life of a deployment: all services must agree."""
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
+    jwt_public_key: str | None = None
+    """PEM public key (or a path to one) for RS256 / ES256."""
+    service_token: str | None = None
+    """Token this process presents to other services; minted from `jwt_secret` when unset (HS*)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    """Listening port; each service's settings give their own default (PROTOCOL.md)."""
+    node_id: str = ""
+    """Name of this process in the node registry and its consumer name in consumer groups; must
+    be unique among running processes and stable across restarts. Default: KIND-HOSTNAME-PORT."""
+    rooms_url: str = "http://127.0.0.1:8100"
+    history_url: str = "http://127.0.0.1:8200"
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=15.0, gt=0)
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    def node_name(self, kind: str) -> str:
+        """This process's node id (`node_id`, or KIND-HOSTNAME-PORT when unset)."""
+        return self.node_id or f"{kind}-{socket.gethostname()}-{self.port}"
+
+    @property
+    def keys(self) -> StreamKeys:
+        return StreamKeys(namespace=self.namespace, shards=self.shards)

@@ -1,0 +1,1 @@
+"""Test support: real service processes, unique namespaces and databases, tokens."""

@@ -1,0 +1,1 @@
+"""The roomstream command line."""
