@@ -92,7 +92,9 @@ class LogConsumer:
         self.max_backoff_s = max_backoff_s
         self.streams = settings.keys.all_logs()
         broker_cls = RedisClusterBroker if settings.redis_cluster else RedisBroker
-        self.broker: RedisBroker = broker_cls(settings.redis_url, logger=logging.getLogger("faststream"))
+        self.broker: RedisBroker = broker_cls(
+            settings.redis_url, logger=logging.getLogger("faststream")
+        )
         self._stopping = False
         for stream in self.streams:
             self._subscribe(stream)

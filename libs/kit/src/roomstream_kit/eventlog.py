@@ -20,6 +20,7 @@ from roomstream_contracts.streams import (
 )
 
 from .redis import AnyRedis
+from .settings import CommonSettings
 
 
 class RoomCheck(StrEnum):
@@ -78,6 +79,15 @@ class EventLog:
         self.recent_per_room = recent_per_room
         self.dedupe_ttl_s = dedupe_ttl_s
         self._script = redis.register_script(APPEND_SCRIPT)
+
+    @classmethod
+    def from_settings(cls, redis: AnyRedis, settings: CommonSettings) -> EventLog:
+        return cls(
+            redis,
+            settings.keys,
+            recent_per_room=settings.recent_per_room,
+            dedupe_ttl_s=settings.dedupe_ttl_s,
+        )
 
     def shard_of(self, envelope: Envelope) -> int:
         if envelope.room:

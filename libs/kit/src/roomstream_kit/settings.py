@@ -12,7 +12,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from roomstream_contracts.streams import (
+    DEFAULT_DEDUPE_TTL_S,
     DEFAULT_NAMESPACE,
+    DEFAULT_RECENT_PER_ROOM,
     DEFAULT_SHARDS,
     StreamKeys,
 )
@@ -36,6 +38,11 @@ class CommonSettings(BaseSettings):
     """Prefix of every Redis key; lets several deployments (or test runs) share one Redis."""
     shards: int = Field(default=DEFAULT_SHARDS, ge=1, le=1024)
     """Number of log shards. Fixed for the life of a deployment: all services must agree."""
+
+    recent_per_room: int = Field(default=DEFAULT_RECENT_PER_ROOM, ge=1)
+    """Recent events per room kept in Redis for fast replay (older ones come from history)."""
+    dedupe_ttl_s: int = Field(default=DEFAULT_DEDUPE_TTL_S, ge=1)
+    """How long a client message id is remembered for idempotent sends."""
 
     jwt_secret: str = DEV_JWT_SECRET
     jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = "HS256"
