@@ -18,6 +18,7 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:user-rooms:USER` | set | rooms service | rooms of a user read model |
 | `rs:user-conns:USER` | hash | rooms service | connection id → node of a user's live sockets |
 | `rs:node-conns:NODE` | hash | rooms service | connection id → user on one node |
+| `rs:history-latest:{N}:ROOM` | hash | history service | cached latest history page + generation |
 | `rs:node:NODE` | hash + TTL | each node | heartbeat record |
 | `rs:nodes` | zset | each node | node → last heartbeat (ms); monitor's registry index |
 """
@@ -99,6 +100,11 @@ class StreamKeys:
 
     def node_conns(self, node: str) -> str:
         return f"{self.namespace}:node-conns:{node}"
+
+    # -- history service
+    def history_latest(self, room: str) -> str:
+        """Hash: the cached latest history page of a room (`page`) and its generation (`gen`)."""
+        return f"{self.namespace}:history-latest:{{{self.room_shard(room)}}}:{room}"
 
     # -- nodes (every process; monitor reads)
     def node(self, node: str) -> str:
