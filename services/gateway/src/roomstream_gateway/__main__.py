@@ -1,10 +1,14 @@
-"""Entry point: `roomstream-gateway` (placeholder until the service is filled in)."""
+"""Entry point: `python -m roomstream_gateway` / `roomstream-gateway`."""
 
 from __future__ import annotations
 
+from roomstream_kit.serve import run_loop
+
+from .app import main_async
+
 
 def main() -> None:
-    raise SystemExit("roomstream-gateway is not implemented yet")
+    run_loop(main_async())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,317 @@
+"""Wiring and lifecycle: the WebSocket server, the tail, the heartbeat, signals.
+
+One connection's life: handshake checks (`http`), authentication (header, query or `auth` frame),
+`connected` appended, subscription to the user's rooms, `welcome`, then one command at a time
+until the socket closes, then `disconnected` appended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from typing import Any
+
+from roomstream_contracts.codec import frame, parse_command
+from roomstream_contracts.errors import CloseCode, ProtocolError
+from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.frames import AuthCommand
+from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_kit import redis as kit_redis
+from roomstream_kit.auth import AuthError, TokenVerifier, service_token
+from roomstream_kit.eventlog import EventLog
+from roomstream_kit.logs import setup_logging
+from roomstream_kit.node import Heartbeat
+from roomstream_kit.redis import REDIS_DOWN_ERRORS
+from roomstream_kit.telemetry import setup_telemetry
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from .auth import token_from_request
+from .commands import Commands
+from .http import HttpRoutes
+from .hub import Hub, wire
+from .metrics import GatewayMetrics
+from .session import Session
+from .settings import GatewaySettings
+from .tail import Tail
+from .upstream import Upstream
+
+log = logging.getLogger("roomstream_gateway")
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.node = settings.node_name("gateway")
+        self.keys = settings.keys
+        self.redis = kit_redis.connect(settings)
+        self.tail_redis = kit_redis.connect(settings)
+        self.eventlog = EventLog.from_settings(self.redis, settings)
+        self.verifier = TokenVerifier(settings)
+        self.metrics = GatewayMetrics()
+        self.hub = Hub(settings.max_buffer_bytes, self._slow_reader)
+        self.tail = Tail(
+            self.tail_redis,
+            self.keys,
+            self.hub,
+            self.metrics,
+            block_ms=settings.tail_block_ms,
+            count=settings.tail_count,
+        )
+        self.upstream = Upstream(
+            settings.rooms_url,
+            settings.history_url,
+            service_token(settings),
+            settings.http_timeout_s,
+        )
+        self.commands = Commands(
+            settings,
+            self.node,
+            self.redis,
+            self.eventlog,
+            self.hub,
+            self.upstream,
+            self.metrics,
+            self._close_soon,
+        )
+        self.heartbeat = Heartbeat(
+            self.redis,
+            self.keys,
+            self.node,
+            "gateway",
+            interval_s=settings.heartbeat_interval_s,
+            ttl_s=settings.heartbeat_ttl_s,
+            stats=self._stats,
+            address=f"ws://{settings.host}:{settings.port}/ws",
+        )
+        self.sessions: set[Session] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.server: Server | None = None
+        self._rate_mark: tuple[float, int] = (0.0, 0)
+        self._seq = 0
+
+    # -- health and stats ---------------------------------------------------------------------
+
+    async def ready(self) -> bool:
+        try:
+            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
+        except REDIS_DOWN_ERRORS:  # TimeoutError is an OSError
+            return False
+
+    def _stats(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        now, delivered = loop.time(), self.hub.delivered
+        last_t, last_n = self._rate_mark
+        rate = (delivered - last_n) / (now - last_t) if last_t and now > last_t else 0.0
+        self._rate_mark = (now, delivered)
+        return {
+            "connections": len(self.sessions),
+            "rooms": len(self.hub.rooms),
+            "messages_per_s": round(rate, 1),
+        }
+
+    # -- closing sockets ----------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _close_soon(self, session: Session, code: int, reason: str) -> None:
+        session.closing = True
+        self._spawn(self._close(session.conn, code, reason, self.settings.close_timeout_s))
+
+    def _slow_reader(self, session: Session) -> None:
+        self.metrics.slow_consumers.add(1)
+        log.warning("slow reader closed", extra={"conn": session.id, "user": session.user})
+        self._spawn(
+            self._close(
+                session.conn,
+                CloseCode.TRY_AGAIN_LATER,
+                "outbound buffer full",
+                self.settings.slow_close_timeout_s,
+            )
+        )
+
+    @staticmethod
+    async def _close(conn: ServerConnection, code: int, reason: str, within_s: float) -> None:
+        """Close with `code`; abort the TCP connection if the close does not complete."""
+        try:
+            await asyncio.wait_for(conn.close(code, reason), within_s)
+        except (TimeoutError, OSError):
+            conn.transport.abort()
+
+    # -- one connection -----------------------------------------------------------------------
+
+    async def handler(self, conn: ServerConnection) -> None:
+        request = conn.request
+        assert request is not None
+        token = token_from_request(request.headers, request.path)
+        if token is None:
+            try:
+                raw = await asyncio.wait_for(conn.recv(), self.settings.auth_timeout_s)
+            except TimeoutError:
+                self.metrics.auth_failures.add(1, {"reason": "timeout"})
+                await conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+                return
+            except ConnectionClosed:
+                return
+            try:
+                cmd = parse_command(raw)
+            except ProtocolError:
+                cmd = None
+            token = cmd.token if isinstance(cmd, AuthCommand) else ""
+        try:
+            claims = self.verifier.verify(token)
+        except AuthError as exc:
+            self.metrics.auth_failures.add(1, {"reason": "token"})
+            await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
+            return
+        self._seq += 1
+        session = Session(conn, f"{self.node}:{os.getpid():x}:{self._seq:x}", claims.sub)
+        try:
+            await self._welcome(session)
+        except REDIS_DOWN_ERRORS:
+            await conn.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable")
+            self.hub.remove(session)
+            return
+        self.sessions.add(session)
+        self.metrics.connections.add(1)
+        try:
+            async for raw in conn:
+                if session.closing:
+                    break
+                await self.commands.handle(session, raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.sessions.discard(session)
+            self.hub.remove(session)
+            self.metrics.connections.add(-1)
+            if session.user not in self.hub.users:
+                self.commands.buckets.pop(session.user, None)
+            await self._disconnected(session)
+
+    async def _welcome(self, session: Session) -> None:
+        """Append `connected`, subscribe to the user's rooms, then read their seqs: welcome."""
+        await self.eventlog.append(self._event(session, EventKind.CONNECTED, {}))
+        self.hub.add(session)
+        rooms = sorted(
+            m.decode() if isinstance(m, bytes) else m
+            for m in await self.redis.smembers(self.keys.user_rooms(session.user))
+        )
+        for room in rooms:
+            session.hold(room)
+            self.hub.subscribe(session, room)
+        seqs: list[Any] = []
+        if rooms:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    pipe.hget(self.keys.seq(self.keys.room_shard(room)), room)
+                seqs = await pipe.execute()
+        positions = {room: int(s or 0) for room, s in zip(rooms, seqs, strict=True)}
+        frames = [
+            wire(
+                frame(
+                    "welcome",
+                    conn=session.id,
+                    user=session.user,
+                    node=self.node,
+                    rooms={room: {"seq": seq} for room, seq in positions.items()},
+                    heartbeat=self.settings.ping_interval_s,
+                    protocol=1,
+                )
+            )
+        ]
+        for room in rooms:  # live frames that arrived meanwhile, past the welcome seq
+            for seq, payload in session.release(room):
+                if seq is None or seq > positions[room]:
+                    frames.append(wire(payload))
+        self.hub.write(session, frames)
+
+    def _event(self, session: Session, kind: EventKind, data: dict[str, Any]) -> Envelope:
+        return Envelope(
+            id=new_event_id(),
+            kind=kind,
+            user=session.user,
+            node=self.node,
+            conn=session.id,
+            ts=now_ms(),
+            data=data,
+        )
+
+    async def _disconnected(self, session: Session) -> None:
+        conn = session.conn
+        data = {"code": conn.close_code, "reason": conn.close_reason or ""}
+        try:
+            await self.eventlog.append(self._event(session, EventKind.DISCONNECTED, data))
+        except REDIS_DOWN_ERRORS as exc:
+            log.warning("could not append disconnected: %s", exc, extra={"conn": session.id})
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        await self.tail.seek_end()
+        tail_task = asyncio.create_task(self.tail.run(), name="tail")
+        self.heartbeat.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        self.server = await serve(
+            self.handler,
+            s.host,
+            s.port,
+            process_request=HttpRoutes(s, self.ready),
+            compression="deflate" if s.compression == "deflate" else None,
+            max_size=s.max_frame_bytes,
+            max_queue=s.max_queue,
+            write_limit=s.max_buffer_bytes,
+            ping_interval=s.ping_interval_s,
+            ping_timeout=s.ping_timeout_s,
+            close_timeout=s.close_timeout_s,
+            server_header=None,
+        )
+        log.info("gateway listening", extra={"port": s.port, "node_id": self.node})
+        await stop.wait()
+        log.info("gateway stopping")
+        await self.shutdown(tail_task)
+
+    async def shutdown(self, tail_task: asyncio.Task[None]) -> None:
+        """Stop accepting, close every socket with 1012 (their `disconnected` is appended by
+        their handlers), remove the node record."""
+        assert self.server is not None
+        self.server.close(close_connections=False)
+        await asyncio.gather(
+            *(
+                self._close(
+                    s.conn,
+                    CloseCode.SERVICE_RESTART,
+                    "gateway restarting",
+                    self.settings.close_timeout_s,
+                )
+                for s in list(self.sessions)
+            ),
+            return_exceptions=True,
+        )
+        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), self.settings.close_timeout_s + 5)
+        tail_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tail_task
+        await self.heartbeat.stop(deregister=True)
+        await self.upstream.aclose()
+        await self.redis.aclose()
+        await self.tail_redis.aclose()
+
+
+async def main_async() -> None:
+    settings = GatewaySettings()
+    node = settings.node_name("gateway")
+    setup_logging("gateway", node, settings.log_level, settings.log_format)
+    setup_telemetry("gateway", node)
+    await Gateway(settings).run()

@@ -1,0 +1,355 @@
+"""Client commands → log appends, Redis reads and reply frames.
+
+`Commands.handle` takes one raw frame of an authenticated session and writes its reply (ack,
+error, joined, ...) through the hub, so replies and room events keep one order per socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from roomstream_contracts.codec import client_frame_of, error_frame, frame, parse_command
+from roomstream_contracts.errors import ErrorCode, ProtocolError
+from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.frames import (
+    Command,
+    DeleteCommand,
+    EditCommand,
+    HistoryCommand,
+    JoinCommand,
+    LeaveCommand,
+    PingCommand,
+    PresenceCommand,
+    SendCommand,
+    TypingCommand,
+)
+from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_kit.eventlog import AppendResult, AppendStatus, EventLog, OwnerCheck, RoomCheck
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis
+from roomstream_kit.telemetry import inject_context, tracer
+
+from .hub import Hub, Wire, wire
+from .metrics import GatewayMetrics
+from .ratelimit import TokenBucket
+from .replay import missed_events
+from .session import Session
+from .settings import GatewaySettings
+from .upstream import Upstream
+
+log = logging.getLogger(__name__)
+
+RATE_LIMITED_TYPES = (SendCommand, EditCommand, DeleteCommand)
+
+
+class Commands:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        node: str,
+        redis: AnyRedis,
+        eventlog: EventLog,
+        hub: Hub,
+        upstream: Upstream,
+        metrics: GatewayMetrics,
+        close: Callable[[Session, int, str], None],
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.redis = redis
+        self.log = eventlog
+        self.keys = settings.keys
+        self.hub = hub
+        self.upstream = upstream
+        self.metrics = metrics
+        self.close = close
+        self.tracer = tracer("roomstream.gateway")
+        self.buckets: dict[str, TokenBucket] = {}
+        """user → send budget on this gateway (dropped when the user's last socket closes)."""
+        self._handlers: dict[type[Any], Callable[[Session, Any], Awaitable[None]]] = {
+            JoinCommand: self.join,
+            LeaveCommand: self.leave,
+            SendCommand: self.send,
+            EditCommand: self.edit,
+            DeleteCommand: self.delete,
+            TypingCommand: self.typing,
+            HistoryCommand: self.history,
+            PresenceCommand: self.presence,
+            PingCommand: self.ping,
+        }
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    async def handle(self, session: Session, raw: str | bytes) -> None:
+        ref: str | None = None
+        try:
+            cmd = parse_command(raw)
+            ref = cmd.ref
+            kind = type(cmd)
+            self.metrics.messages_in.add(1, {"type": cmd.type})
+            if isinstance(cmd, RATE_LIMITED_TYPES) and not self._allow(session, cmd):
+                return
+            handler = self._handlers.get(kind)
+            if handler is None:  # `auth` after authentication: nothing to do
+                self.reply(session, frame("ack", ref=ref))
+                return
+            await handler(session, cmd)
+        except ProtocolError as exc:
+            self.fail(session, exc.code, exc.message, exc.ref or ref)
+        except REDIS_DOWN_ERRORS as exc:
+            self.fail(session, ErrorCode.UNAVAILABLE, f"redis unavailable: {exc}", ref)
+        except Exception:
+            log.exception("command failed", extra={"conn": session.id, "user": session.user})
+            self.fail(session, ErrorCode.INTERNAL, "internal error", ref)
+
+    def reply(self, session: Session, payload: bytes) -> None:
+        self.hub.send(session, payload)
+
+    def fail(
+        self,
+        session: Session,
+        code: ErrorCode,
+        message: str,
+        ref: str | None,
+        retry_after: int | None = None,
+    ) -> None:
+        self.metrics.errors.add(1, {"code": code.value})
+        self.reply(session, error_frame(code, message, ref, retry_after))
+
+    def _allow(self, session: Session, cmd: Command) -> bool:
+        """Spend one unit of the user's budget, or answer rate_limited (and close on abuse)."""
+        now = time.monotonic()
+        bucket = self.buckets.get(session.user)
+        if bucket is None:
+            bucket = self.buckets[session.user] = TokenBucket(
+                self.settings.send_rate_per_s, self.settings.send_burst, now
+            )
+        wait = bucket.take(now)
+        if wait == 0.0:
+            session.limited = 0
+            return True
+        session.limited += 1
+        self.metrics.rate_limited.add(1)
+        if session.limited >= self.settings.rate_limit_close_after:
+            self.close(session, 1008, "rate limit exceeded")
+            return False
+        self.fail(
+            session,
+            ErrorCode.RATE_LIMITED,
+            "send budget spent",
+            cmd.ref,
+            retry_after=max(1, int(wait * 1000 + 0.999)),
+        )
+        return False
+
+    # -- appends -------------------------------------------------------------------------------
+
+    def envelope(
+        self, session: Session, kind: EventKind, room: str | None, data: dict[str, Any]
+    ) -> Envelope:
+        return Envelope(
+            id=new_event_id(),
+            kind=kind,
+            room=room,
+            user=session.user,
+            node=self.node,
+            conn=session.id,
+            ts=now_ms(),
+            data=data,
+            trace=inject_context(),
+        )
+
+    async def append(self, envelope: Envelope, **options: Any) -> AppendResult:
+        start = time.perf_counter()
+        result = await self.log.append(envelope, **options)
+        self.metrics.redis_latency.record(time.perf_counter() - start)
+        return result
+
+    def _member(self, session: Session, room: str, ref: str | None) -> None:
+        if room not in session.rooms:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of room {room!r}", ref)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def send(self, session: Session, cmd: SendCommand) -> None:
+        if len(cmd.text) > self.settings.max_text_chars:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"text over {self.settings.max_text_chars} characters", cmd.ref
+            )
+        self._member(session, cmd.room, cmd.ref)
+        with self.tracer.start_as_current_span("gateway.send"):
+            env = self.envelope(
+                session, EventKind.MESSAGE, cmd.room, {"text": cmd.text, "client_id": cmd.id}
+            )
+            result = await self.append(env, room_check=RoomCheck.EXISTS, dedupe_id=cmd.id)
+        if result.status == AppendStatus.NO_ROOM:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {cmd.room!r}", cmd.ref)
+        self.reply(
+            session, frame("ack", ref=cmd.ref, room=cmd.room, seq=result.seq, id=result.event_id)
+        )
+
+    async def edit(self, session: Session, cmd: EditCommand) -> None:
+        if len(cmd.text) > self.settings.max_text_chars:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE, f"text over {self.settings.max_text_chars} characters", cmd.ref
+            )
+        await self._change(
+            session,
+            cmd.room,
+            cmd.seq,
+            cmd.ref,
+            EventKind.MESSAGE_EDITED,
+            {"target_seq": cmd.seq, "text": cmd.text},
+        )
+
+    async def delete(self, session: Session, cmd: DeleteCommand) -> None:
+        await self._change(
+            session, cmd.room, cmd.seq, cmd.ref, EventKind.MESSAGE_DELETED, {"target_seq": cmd.seq}
+        )
+
+    async def _change(
+        self,
+        session: Session,
+        room: str,
+        target: int,
+        ref: str | None,
+        kind: EventKind,
+        data: dict[str, Any],
+    ) -> None:
+        """Edit or delete: the target must be a message by this user."""
+        self._member(session, room, ref)
+        span = "gateway.edit" if kind == EventKind.MESSAGE_EDITED else "gateway.delete"
+        with self.tracer.start_as_current_span(span):
+            env = self.envelope(session, kind, room, data)
+            result = await self.append(
+                env, room_check=RoomCheck.EXISTS, owner_check=OwnerCheck(target, session.user)
+            )
+            if result.status == AppendStatus.UNKNOWN_TARGET:
+                # The target left the recent buffer: check it against history, then append.
+                page, _ = await self.upstream.messages(room, after=target - 1, limit=1)
+                found = page[0] if page and page[0].get("seq") == target else None
+                if found is None:
+                    raise ProtocolError(ErrorCode.NOT_FOUND, f"no event {target} in {room!r}", ref)
+                if found.get("kind") != EventKind.MESSAGE or found.get("user") != session.user:
+                    raise ProtocolError(ErrorCode.FORBIDDEN, "not your message", ref)
+                result = await self.append(env, room_check=RoomCheck.EXISTS)
+        if result.status in (AppendStatus.NOT_OWNER, AppendStatus.NOT_MESSAGE):
+            raise ProtocolError(ErrorCode.FORBIDDEN, "not your message", ref)
+        if result.status == AppendStatus.NO_ROOM:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        self.reply(session, frame("ack", ref=ref, room=room, seq=result.seq, id=result.event_id))
+
+    async def typing(self, session: Session, cmd: TypingCommand) -> None:
+        self._member(session, cmd.room, cmd.ref)
+        now = time.monotonic()
+        if session.typing_at is None:
+            session.typing_at = {}
+        last = session.typing_at.get(cmd.room)
+        if last is not None and now - last < self.settings.typing_interval_s:
+            return  # silently dropped: typing is a hint
+        session.typing_at[cmd.room] = now
+        with self.tracer.start_as_current_span("gateway.typing"):
+            await self.append(self.envelope(session, EventKind.TYPING, cmd.room, {}))
+
+    async def ping(self, session: Session, cmd: PingCommand) -> None:
+        self.reply(session, frame("pong", ref=cmd.ref))
+
+    async def presence(self, session: Session, cmd: PresenceCommand) -> None:
+        self._member(session, cmd.room, cmd.ref)
+        raw = await self.redis.hgetall(self.keys.presence(cmd.room))
+        counts = sorted((_text(k), int(v)) for k, v in raw.items() if int(v) > 0)
+        users = [{"user": user, "connections": n} for user, n in counts]
+        self.reply(session, frame("presence", ref=cmd.ref, room=cmd.room, users=users))
+
+    async def history(self, session: Session, cmd: HistoryCommand) -> None:
+        self._member(session, cmd.room, cmd.ref)
+        events, more = await self.upstream.messages(cmd.room, before=cmd.before, limit=cmd.limit)
+        self.reply(session, frame("history", ref=cmd.ref, room=cmd.room, events=events, more=more))
+
+    async def leave(self, session: Session, cmd: LeaveCommand) -> None:
+        seq = None
+        if cmd.room in session.rooms or await self._is_member(cmd.room, session.user):
+            with self.tracer.start_as_current_span("gateway.leave"):
+                env = self.envelope(session, EventKind.MEMBER_LEFT, cmd.room, {"by": session.user})
+                result = await self.append(env, room_check=RoomCheck.EXISTS)
+            seq = result.seq
+        self.hub.unsubscribe(session, cmd.room)
+        self.reply(session, frame("ack", ref=cmd.ref, room=cmd.room, seq=seq))
+
+    async def _is_member(self, room: str, user: str) -> bool:
+        return bool(await self.redis.sismember(self.keys.members(room), user))
+
+    async def _room_record(self, room: str, ref: str | None) -> dict[str, str]:
+        """The room's record: Redis read model first, then the rooms API; not_found if none."""
+        raw = await self.redis.hgetall(self.keys.room(room))
+        if raw:
+            return {_text(k): _text(v) for k, v in raw.items()}
+        exists = await self.redis.hexists(self.keys.seq(self.keys.room_shard(room)), room)
+        if not exists:  # a room exists once it has a seq (room_created is seq 1)
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        record = await self.upstream.room(room)
+        if record is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        return {k: str(v) for k, v in record.items()}
+
+    async def join(self, session: Session, cmd: JoinCommand) -> None:
+        room, ref = cmd.room, cmd.ref
+        record = await self._room_record(room, ref)
+        member = room in session.rooms or await self._is_member(room, session.user)
+        if not member:
+            if record.get("kind") == "private":
+                raise ProtocolError(ErrorCode.FORBIDDEN, f"room {room!r} is private", ref)
+            with self.tracer.start_as_current_span("gateway.join"):
+                env = self.envelope(session, EventKind.MEMBER_JOINED, room, {"by": session.user})
+                result = await self.append(env, room_check=RoomCheck.EXISTS)
+            if result.status == AppendStatus.NO_ROOM:
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        # Subscribe first and hold the room's live frames, so nothing falls between the seq
+        # (and replay) read below and live delivery.
+        session.hold(room)
+        self.hub.subscribe(session, room)
+        try:
+            current = int(
+                await self.redis.hget(self.keys.seq(self.keys.room_shard(room)), room) or 0
+            )
+            frames: list[Wire] = []
+            if cmd.since is None or cmd.since >= current:
+                last = current if cmd.since is None else max(cmd.since, current)
+                joined = frame("joined", ref=ref, room=room, seq=current, recovered=True, missed=0)
+            else:
+                missed = await missed_events(
+                    self.redis, self.keys, self.upstream, room, cmd.since, current
+                )
+                last = cmd.since
+                for ev in missed.events:
+                    payload = client_frame_of(ev)
+                    if payload is not None:
+                        frames.append(wire(payload))
+                    last = max(last, int(ev["seq"]))
+                joined = frame(
+                    "joined",
+                    ref=ref,
+                    room=room,
+                    seq=max(current, last),
+                    recovered=missed.recovered,
+                    missed=len(frames),
+                    first_available=missed.first_available,
+                )
+        except BaseException:
+            self.hub.unsubscribe(session, room)
+            raise
+        # From here to the end nothing awaits: joined, missed events, then held live frames
+        # past the last replayed seq, in one order.
+        frames.insert(0, wire(joined))
+        for seq, payload in session.release(room):
+            if seq is None or seq > last:
+                frames.append(wire(payload))
+                if seq is not None:
+                    last = seq
+        self.hub.write(session, frames)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,79 @@
+"""Plain HTTP on the WebSocket port (`process_request`): health, metrics, the chat page.
+
+Returning a response ends the request; returning None lets `/ws` continue to the upgrade.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Awaitable, Callable
+from importlib import resources
+
+import orjson
+from roomstream_kit.auth import issue_token
+from roomstream_kit.telemetry import metrics_response
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from .auth import origin_allowed, split_path
+from .settings import GatewaySettings
+
+WS_PATH = "/ws"
+DEV_TOKEN_TTL_S = 12 * 3600
+
+
+def respond(status: int, body: bytes, content_type: str) -> Response:
+    code = http.HTTPStatus(status)
+    headers = Headers(
+        [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("Connection", "close"),
+        ]
+    )
+    return Response(code.value, code.phrase, headers, body)
+
+
+def json_response(status: int, body: object) -> Response:
+    return respond(status, orjson.dumps(body), "application/json")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    return json_response(status, {"error": {"code": code, "message": message}})
+
+
+class HttpRoutes:
+    """The `process_request` callback of the gateway's server."""
+
+    def __init__(self, settings: GatewaySettings, ready: Callable[[], Awaitable[bool]]) -> None:
+        self.settings = settings
+        self.origins = settings.origin_list()
+        self.ready = ready
+        self._page = resources.files(__package__).joinpath("static/index.html").read_bytes()
+
+    async def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
+        path, query = split_path(request.path)
+        if path == WS_PATH:
+            if not origin_allowed(request.headers.get("Origin"), self.origins):
+                return error_response(403, "forbidden", "origin not allowed")
+            return None
+        if path == "/healthz":
+            return json_response(200, {"status": "ok"})
+        if path == "/readyz":
+            if await self.ready():
+                return json_response(200, {"status": "ready"})
+            return error_response(503, "unavailable", "redis does not answer")
+        if path == "/metrics":
+            body, content_type = metrics_response()
+            return respond(200, body, content_type)
+        if path in ("/", "/index.html"):
+            return respond(200, self._page, "text/html; charset=utf-8")
+        if path == "/dev/token" and self.settings.dev_login:
+            user = (query.get("user") or [""])[0].strip()
+            if not user or len(user) > 128:
+                return error_response(400, "bad_request", "user must be 1-128 characters")
+            token = issue_token(self.settings.jwt_secret, user, ttl_s=DEV_TOKEN_TTL_S)
+            return json_response(200, {"user": user, "token": token})
+        return error_response(404, "not_found", f"no route {path}")

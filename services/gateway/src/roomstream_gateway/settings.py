@@ -1,0 +1,57 @@
+"""The gateway's one settings class (environment variables `ROOMSTREAM_*`, see docs/gateway.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from roomstream_contracts.frames import AUTH_FRAME_TIMEOUT_S, MAX_FRAME_BYTES, MAX_TEXT_CHARS
+from roomstream_kit.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    port: int = Field(default=8000, ge=0, le=65535)
+
+    allowed_origins: str = ""
+    """Comma-separated Origin allow-list; empty allows every origin. Requests without an Origin
+    header (non-browser clients) are always allowed."""
+    auth_timeout_s: float = Field(default=AUTH_FRAME_TIMEOUT_S, gt=0)
+    """How long a socket without a header/query token may take to send its `auth` frame."""
+    dev_login: bool = False
+    """Serve `GET /dev/token?user=NAME` (development runner only: anyone may log in as anyone)."""
+
+    max_frame_bytes: int = Field(default=MAX_FRAME_BYTES, ge=1024)
+    """Largest client frame; larger ones close the socket with 1009."""
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
+    """Longest message text; longer ones get `too_large`."""
+    max_buffer_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Outbound buffer bound per socket; a reader that falls further behind is closed with 1013."""
+    slow_close_timeout_s: float = Field(default=5.0, gt=0)
+    """How long a slow reader's 1013 close may take before its TCP connection is aborted."""
+    compression: Literal["none", "deflate"] = "none"
+    """permessage-deflate costs CPU on every frame and disables the shared-bytes fast path."""
+    ping_interval_s: float = Field(default=20.0, gt=0)
+    """WebSocket keepalive ping interval (also the `heartbeat` of `welcome`)."""
+    ping_timeout_s: float = Field(default=20.0, gt=0)
+    close_timeout_s: float = Field(default=5.0, gt=0)
+    max_queue: int = Field(default=4, ge=1)
+    """Incoming frames buffered per socket before reading pauses (memory per connection)."""
+
+    send_rate_per_s: float = Field(default=20.0, gt=0)
+    """Token-bucket refill rate of `send` / `edit` / `delete` per user on this gateway."""
+    send_burst: int = Field(default=40, ge=1)
+    """Token-bucket size (commands a user may send at once)."""
+    rate_limit_close_after: int = Field(default=20, ge=1)
+    """Consecutive rate-limited commands after which the socket is closed with 1008."""
+    typing_interval_s: float = Field(default=2.0, ge=0)
+    """At most one `typing` event per room and connection in this interval; more are dropped."""
+
+    tail_block_ms: int = Field(default=1000, ge=1)
+    """XREAD BLOCK of the delivery tail."""
+    tail_count: int = Field(default=1000, ge=1)
+    """Largest XREAD batch per shard."""
+    http_timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of calls to the rooms and history services."""
+
+    def origin_list(self) -> list[str]:
+        return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]

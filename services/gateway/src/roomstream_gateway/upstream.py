@@ -1,0 +1,60 @@
+"""Calls to the rooms and history services (HTTP, service token), errors as protocol errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from roomstream_contracts.errors import ErrorCode, ProtocolError
+
+
+class Upstream:
+    """One pooled HTTP client for the rooms and history APIs."""
+
+    def __init__(self, rooms_url: str, history_url: str, token: str, timeout_s: float) -> None:
+        self.rooms_url = rooms_url.rstrip("/")
+        self.history_url = history_url.rstrip("/")
+        self.client = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def _get(self, url: str, params: dict[str, Any] | None = None) -> httpx.Response:
+        try:
+            return await self.client.get(url, params=params)
+        except httpx.HTTPError as exc:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"service unreachable: {exc}") from None
+
+    async def room(self, room: str) -> dict[str, Any] | None:
+        """The room record from the rooms API (which refills the Redis read model); None if 404."""
+        r = await self._get(f"{self.rooms_url}/rooms/{room}")
+        if r.status_code == 404:
+            return None
+        if r.status_code != 200:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"rooms service answered {r.status_code}")
+        body: dict[str, Any] = r.json()
+        return body
+
+    async def messages(
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 200,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A page of event bodies (ascending seq) and whether more exist."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        if before is not None:
+            params["before"] = before
+        r = await self._get(f"{self.history_url}/rooms/{room}/messages", params)
+        if r.status_code == 404:
+            return [], False
+        if r.status_code != 200:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"history service answered {r.status_code}")
+        body = r.json()
+        return list(body.get("events") or []), bool(body.get("more"))
