@@ -1,55 +1,162 @@
 """OpenTelemetry set-up: metrics served as Prometheus text, traces by the standard OTel variables.
 
 Metrics go through the OTel SDK's `PrometheusMetricReader`, which registers with
-`prometheus_client`'s default registry; `/metrics` renders that registry.
+`prometheus_client`'s default registry; `/metrics` renders that registry. The exporter derives the
+Prometheus names: dots become underscores, counters get `_total`, a unit `s` gives `_seconds`.
 
-Traces: `OTEL_TRACES_EXPORTER` = `otlp` | `console` | `none` (default `none`), the other
-`OTEL_EXPORTER_OTLP_*` variables as the OTel specification says. `inject_context` /
-`extract_context` carry the W3C trace context inside event envelopes.
+Traces: `OTEL_TRACES_EXPORTER` is a comma-separated list of `otlp` | `console` | `none`
+(default `none`); the OTLP exporter (HTTP/protobuf) reads `OTEL_EXPORTER_OTLP_*` as the OTel
+specification says. `ROOMSTREAM_TRACE_FILE`, when set, also writes every finished span as one JSON
+line to that file (tests and local debugging). `setup_telemetry(..., span_processor=...)` adds a
+processor of the caller's (tests: `SimpleSpanProcessor(InMemorySpanExporter())`).
+
+Resource attributes: `service.name` (`roomstream-SERVICE`, or `OTEL_SERVICE_NAME`),
+`service.namespace` `roomstream`, `service.instance.id` (the node id), `service.version`,
+`host.name`, `process.pid`, plus anything in `OTEL_RESOURCE_ATTRIBUTES`.
+
+`inject_context` / `extract_context` carry the W3C trace context inside event envelopes.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import orjson
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 _configured = False
+_provider: TracerProvider | None = None
+
+TRACE_FILE_ENV = "ROOMSTREAM_TRACE_FILE"
+
+
+def _package_version() -> str:
+    try:
+        return version("roomstream-kit")
+    except PackageNotFoundError:  # pragma: no cover - the kit is always installed
+        return "0"
+
+
+def build_resource(service: str, node: str) -> Resource:
+    """The OTel resource of this process (the env's `OTEL_RESOURCE_ATTRIBUTES` merged in)."""
+    attributes: dict[str, str | int] = {
+        "service.namespace": "roomstream",
+        "service.instance.id": node,
+        "service.version": _package_version(),
+        "host.name": socket.gethostname(),
+        "process.pid": os.getpid(),
+    }
+    if not os.environ.get("OTEL_SERVICE_NAME"):
+        attributes["service.name"] = f"roomstream-{service}"
+    return Resource.create(attributes)
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each finished span as one JSON object per line to a file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for span in spans:
+            ctx = span.get_span_context()
+            if ctx is None:
+                continue
+            parent = span.parent
+            lines.append(
+                orjson.dumps(
+                    {
+                        "name": span.name,
+                        "trace_id": format(ctx.trace_id, "032x"),
+                        "span_id": format(ctx.span_id, "016x"),
+                        "parent_span_id": format(parent.span_id, "016x") if parent else None,
+                        "service": span.resource.attributes.get("service.name"),
+                        "start_ns": span.start_time,
+                        "end_ns": span.end_time,
+                        "attributes": dict(span.attributes or {}),
+                    },
+                    default=str,
+                )
+            )
+        with self._lock, open(self.path, "ab") as f:
+            f.write(b"".join(line + b"\n" for line in lines))
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        return None
+
+
+def _exporter_processors() -> list[SpanProcessor]:
+    """The span processors named by `OTEL_TRACES_EXPORTER` and `ROOMSTREAM_TRACE_FILE`."""
+    processors: list[SpanProcessor] = []
+    names = {
+        part.strip().lower()
+        for part in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",")
+        if part.strip()
+    }
+    if "console" in names:
+        processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+    if "otlp" in names:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        processors.append(BatchSpanProcessor(OTLPSpanExporter()))
+    trace_file = os.environ.get(TRACE_FILE_ENV)
+    if trace_file:
+        # Simple (synchronous) so that a span is in the file as soon as it ends.
+        processors.append(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+    return processors
 
 
 def setup_telemetry(
     service: str, node: str, *, span_processor: SpanProcessor | None = None
 ) -> None:
-    """Install the meter and tracer providers once per process."""
-    global _configured
+    """Install the meter and tracer providers once per process.
+
+    A later call only adds its `span_processor` (tests running several parts in one process).
+    """
+    global _configured, _provider
     if _configured:
+        if span_processor is not None and _provider is not None:
+            _provider.add_span_processor(span_processor)
         return
     _configured = True
-    resource = Resource.create(
-        {"service.name": f"roomstream-{service}", "service.instance.id": node}
-    )
+    resource = build_resource(service, node)
     metrics.set_meter_provider(
         MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()])
     )
     provider = TracerProvider(resource=resource)
     if span_processor is not None:
         provider.add_span_processor(span_processor)
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter == "otlp":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    for processor in _exporter_processors():
+        provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
+    _provider = provider
+
+
+def shutdown_telemetry() -> None:
+    """Flush and stop the span processors (call at process exit so no span is lost)."""
+    if _provider is not None:
+        _provider.shutdown()
 
 
 def meter(name: str) -> metrics.Meter:
@@ -70,6 +177,12 @@ def inject_context() -> dict[str, str]:
 def extract_context(carrier: dict[str, Any] | None) -> Context:
     """The trace context of an envelope, to parent a consumer's span on the producer's."""
     return propagate.extract(carrier or {})
+
+
+def trace_id_of(carrier: dict[str, Any] | None) -> str | None:
+    """The 32-hex trace id of an envelope's `trace` carrier, or None (logs, tests)."""
+    ctx = trace.get_current_span(extract_context(carrier)).get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 
 def metrics_response() -> tuple[bytes, str]:

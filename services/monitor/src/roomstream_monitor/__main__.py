@@ -1,10 +1,21 @@
-"""Entry point: `roomstream-monitor` (placeholder until the service is filled in)."""
+"""Entry point: `python -m roomstream_monitor` / `roomstream-monitor`."""
 
 from __future__ import annotations
 
+from roomstream_kit.logs import setup_logging
+from roomstream_kit.serve import run_asgi
+from roomstream_kit.telemetry import setup_telemetry
+
+from .app import KIND, create_app
+from .settings import MonitorSettings
+
 
 def main() -> None:
-    raise SystemExit("roomstream-monitor is not implemented yet")
+    settings = MonitorSettings()
+    node = settings.node_name(KIND)
+    setup_logging("monitor", node, settings.log_level, settings.log_format)
+    setup_telemetry("monitor", node)
+    run_asgi(create_app(settings), settings.host, settings.port)
 
 
 if __name__ == "__main__":

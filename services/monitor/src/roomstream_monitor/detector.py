@@ -1,0 +1,100 @@
+"""Dead-node detection: the one place that decides a node failed and appends `node_failed`.
+
+Every `check_interval_s` the detector lists the registry's nodes whose last heartbeat is older
+than `node_timeout_s` and claims each through `Registry.claim` (atomic: only one monitor instance
+wins). The winner appends one `node_failed` event (data: node, last_seen_ms), sharded by node; the
+rooms service reacts to it. Deregistered nodes (clean SIGTERM) are no longer in the zset and are
+never reported.
+
+Trade-off: the claim and the append are two steps. An append that fails because Redis is briefly
+away is retried here until it succeeds; a monitor that crashes between the two loses that one
+report (at most once rather than a possible duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from roomstream_contracts.events import Envelope, EventKind, NodeFailedData
+from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_kit.eventlog import EventLog
+from roomstream_kit.redis import REDIS_DOWN_ERRORS
+
+from .metrics import MonitorMetrics
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+class DeadNodeDetector:
+    def __init__(
+        self,
+        registry: Registry,
+        eventlog: EventLog,
+        metrics: MonitorMetrics,
+        *,
+        monitor_node: str,
+        timeout_s: float,
+        keep_failed_s: int,
+    ) -> None:
+        self.registry = registry
+        self.eventlog = eventlog
+        self.metrics = metrics
+        self.monitor_node = monitor_node
+        self.timeout_s = timeout_s
+        self.keep_failed_s = keep_failed_s
+
+    async def check(self) -> list[str]:
+        """One pass; the nodes this instance declared dead."""
+        now = now_ms()
+        deadline = now - int(self.timeout_s * 1000)
+        declared = []
+        for node, _ in await self.registry.stale(deadline):
+            last_seen = await self.registry.claim(node, deadline)
+            if last_seen is None:
+                continue  # another monitor won, or the node beat again meanwhile
+            await self._report(node, last_seen)
+            declared.append(node)
+        return declared
+
+    async def _report(self, node: str, last_seen_ms: int) -> None:
+        envelope = Envelope(
+            id=new_event_id(),
+            kind=EventKind.NODE_FAILED,
+            node=node,
+            ts=now_ms(),
+            data=NodeFailedData(node=node, last_seen_ms=last_seen_ms).model_dump(),
+        )
+        delay = 0.1
+        while True:
+            try:
+                await self.eventlog.append(envelope)
+                break
+            except REDIS_DOWN_ERRORS as exc:
+                log.warning("node_failed append for %s failed (%s); retrying", node, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            await self.registry.record_failed(node, envelope.ts, self.keep_failed_s)
+        except REDIS_DOWN_ERRORS as exc:  # only the dashboard's list of failed nodes misses it
+            log.warning("could not record failed node %s: %s", node, exc)
+        self.metrics.node_failures.add(1)
+        log.warning(
+            "node %s declared dead (last heartbeat %d ms ago)",
+            node,
+            envelope.ts - last_seen_ms,
+            extra={"failed_node": node, "event_id": envelope.id, "last_seen_ms": last_seen_ms},
+        )
+
+    async def run(self, interval_s: float) -> None:
+        while True:
+            try:
+                await self.check()
+            except REDIS_DOWN_ERRORS as exc:
+                self.metrics.errors.add(1, {"kind": "redis"})
+                log.warning("dead-node check failed: %s", exc)
+            except Exception:
+                self.metrics.errors.add(1, {"kind": "internal"})
+                log.exception("dead-node check failed")
+            await asyncio.sleep(interval_s)

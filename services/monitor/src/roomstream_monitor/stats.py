@@ -1,0 +1,217 @@
+"""The cluster snapshot behind `/api/stats`, `/api/timeseries` and the monitor's gauges.
+
+A background loop refreshes it every `stats_interval_s`: node records from the registry, consumer
+group lag / pending from `XINFO GROUPS` on every shard, a timed `PING`, the message rates from the
+shared per-second buckets, and delivery latency percentiles scraped from the gateways' `/metrics`.
+The last `history` snapshots are kept in memory for the dashboard's charts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import httpx
+from redis.exceptions import ResponseError
+from roomstream_contracts.ids import now_ms
+from roomstream_contracts.streams import StreamKeys
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis
+
+from . import keys as monitor_keys
+from . import latency
+from .metrics import MonitorMetrics
+from .registry import NodeRecord, Registry
+from .settings import MonitorSettings
+from .window import window_rates
+
+log = logging.getLogger(__name__)
+
+PER_NODE_FIELDS = ("connections", "rooms", "memory_bytes", "cpu_percent", "uptime_s")
+
+
+def node_view(record: NodeRecord) -> dict[str, Any]:
+    """One `per_node` entry of `/api/stats`."""
+    f = record.fields
+    view: dict[str, Any] = {"node": record.node, "kind": record.kind}
+    for name in PER_NODE_FIELDS:
+        view[name] = f.get(name, 0)
+    view["messages_per_s"] = f.get("messages_per_s", 0.0)
+    view["address"] = f.get("address", "")
+    view["last_seen_ms"] = record.last_beat_ms
+    return view
+
+
+def sum_groups(infos: list[list[dict[str, Any]]]) -> tuple[dict[str, int], dict[str, int]]:
+    """Lag and pending per consumer group, summed over the shards' `XINFO GROUPS` replies."""
+    lag: dict[str, int] = {}
+    pending: dict[str, int] = {}
+    for groups in infos:
+        for group in groups:
+            name = group["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            lag[name] = lag.get(name, 0) + int(group.get("lag") or 0)
+            pending[name] = pending.get(name, 0) + int(group.get("pending") or 0)
+    return lag, pending
+
+
+class Collector:
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        redis: AnyRedis,
+        registry: Registry,
+        metrics: MonitorMetrics,
+        *,
+        history: int = 600,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.keys: StreamKeys = settings.keys
+        self.registry = registry
+        self.metrics = metrics
+        self.snapshot: dict[str, Any] | None = None
+        self.history: deque[dict[str, Any]] = deque(maxlen=history)
+        self._http = httpx.AsyncClient(timeout=settings.scrape_timeout_s)
+        self._latency_prev: dict[str, latency.Buckets] = {}
+        self._latency_last: dict[str, float | None] = {"p50": None, "p90": None, "p99": None}
+        self._series: list[list[int]] = []
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def fresh_snapshot(self) -> dict[str, Any] | None:
+        """The latest snapshot if it is recent (Redis answered lately), else None."""
+        snap = self.snapshot
+        max_age_ms = max(3 * self.settings.stats_interval_s, 3.0) * 1000
+        if snap is None or now_ms() - snap["updated_ms"] > max_age_ms:
+            return None
+        return snap
+
+    async def redis_latency_ms(self) -> float:
+        start = time.perf_counter()
+        await self.redis.ping()
+        elapsed = time.perf_counter() - start
+        self.metrics.redis_latency.record(elapsed)
+        return round(elapsed * 1000, 3)
+
+    async def consumer_groups(self) -> tuple[dict[str, int], dict[str, int]]:
+        infos = []
+        for stream in self.keys.all_logs():
+            try:
+                infos.append(await self.redis.xinfo_groups(stream))
+            except ResponseError:
+                continue  # the shard does not exist yet
+        return sum_groups(infos)
+
+    async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
+        window = self.settings.rate_window_s
+        seconds = list(range(now_s - window, now_s))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for second in seconds:
+                pipe.hgetall(monitor_keys.rate_bucket(self.keys.namespace, second))
+            raw: list[dict[bytes, bytes]] = await pipe.execute()
+        buckets = {
+            second: {k.decode(): int(v) for k, v in bucket.items()}
+            for second, bucket in zip(seconds, raw, strict=True)
+            if bucket
+        }
+        rates = window_rates(buckets, now_s, window, self.settings.busiest_rooms)
+        busiest = [{"room": room, "messages_per_s": rate} for room, rate in rates.busiest_rooms]
+        series = [[second * 1000, count] for second, count in rates.series]
+        return rates.messages_per_s, busiest, series
+
+    async def _scrape(self, node: str, address: str) -> latency.Buckets | None:
+        url = address if address.startswith("http") else f"http://{address}"
+        try:
+            response = await self._http.get(url.rstrip("/") + "/metrics")
+            response.raise_for_status()
+            return latency.histogram_buckets(response.text)
+        except (httpx.HTTPError, ValueError) as exc:
+            self.metrics.errors.add(1, {"kind": "scrape"})
+            log.debug("scraping %s (%s) failed: %s", node, url, exc)
+            return None
+
+    async def delivery_latency(self, gateways: list[NodeRecord]) -> dict[str, float | None]:
+        """p50/p90/p99 (ms) of deliveries since the previous scrape, over all gateways.
+
+        Keeps the previous value when nothing was delivered meanwhile.
+        """
+        targets = [(g.node, str(g.fields.get("address", ""))) for g in gateways]
+        targets = [(n, a) for n, a in targets if a]
+        results = await asyncio.gather(*(self._scrape(n, a) for n, a in targets))
+        deltas = []
+        current: dict[str, latency.Buckets] = {}
+        for (node, _), buckets in zip(targets, results, strict=True):
+            if buckets is None:
+                continue
+            current[node] = buckets
+            deltas.append(latency.delta(buckets, self._latency_prev.get(node, {})))
+        self._latency_prev = current
+        pcts = latency.percentiles_ms(latency.add(deltas))
+        if pcts["p50"] is not None:
+            self._latency_last = pcts
+        return dict(self._latency_last)
+
+    async def collect(self) -> dict[str, Any]:
+        now = now_ms()
+        redis_ms = await self.redis_latency_ms()
+        records = await self.registry.nodes()
+        deadline = now - int(self.settings.node_timeout_s * 1000)
+        live = [r for r in records if r.fields and r.last_beat_ms > deadline]
+        per_node = sorted((node_view(r) for r in live), key=lambda v: (v["kind"], v["node"]))
+        lag, pending = await self.consumer_groups()
+        rate, busiest, series = await self.rates(now // 1000)
+        failed = await self.registry.failed(now - self.settings.failed_keep_s * 1000)
+        gateways = [r for r in live if r.kind == "gateway"]
+        snap: dict[str, Any] = {
+            "nodes": len(per_node),
+            "connections": sum(int(v["connections"] or 0) for v in per_node),
+            "per_node": per_node,
+            "messages_per_s": rate,
+            "busiest_rooms": busiest,
+            "consumer_lag": lag,
+            "consumer_pending": pending,
+            "redis_latency_ms": redis_ms,
+            "delivery_latency_ms": await self.delivery_latency(gateways),
+            "failed_nodes": [{"node": n, "failed_ms": ms} for n, ms in failed],
+            "updated_ms": now,
+        }
+        self.snapshot = snap
+        self.history.append(
+            {
+                "ts": now,
+                "nodes": snap["nodes"],
+                "failed": len(failed),
+                "connections": {
+                    v["node"]: v["connections"] for v in per_node if v["kind"] == "gateway"
+                },
+                "messages_per_s": rate,
+                "delivery_latency_ms": snap["delivery_latency_ms"],
+                "consumer_lag": lag,
+            }
+        )
+        self._series = series
+        return snap
+
+    def timeseries(self, seconds: int) -> dict[str, Any]:
+        """The dashboard's series over the last `seconds` seconds."""
+        since = now_ms() - seconds * 1000
+        return {
+            "snapshots": [h for h in self.history if h["ts"] >= since],
+            "messages": [p for p in self._series if p[0] >= since],
+        }
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.collect()
+            except REDIS_DOWN_ERRORS as exc:
+                self.metrics.errors.add(1, {"kind": "redis"})
+                log.warning("stats refresh failed: %s", exc)
+            except Exception:
+                self.metrics.errors.add(1, {"kind": "internal"})
+                log.exception("stats refresh failed")
+            await asyncio.sleep(self.settings.stats_interval_s)
