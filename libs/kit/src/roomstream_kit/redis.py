@@ -18,6 +18,9 @@ AnyRedis: TypeAlias = "Redis | RedisCluster"
 REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
 """Errors that mean Redis is unreachable right now (answer `unavailable`, retry later)."""
 
+CLUSTER_MAX_CONNECTIONS_PER_NODE = 2**31
+"""Connection pool bound per cluster node (the single-server pool's default: unbounded)."""
+
 
 def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
     """A client for `settings.redis_url` that retries transient connection errors briefly.
@@ -33,5 +36,9 @@ def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
     options.update(overrides)
     if settings.redis_cluster:
         options.pop("health_check_interval", None)
+        # redis-py's async cluster client caps each node's pool (default 100) and then raises
+        # MaxConnectionsError instead of waiting; a busy gateway has more commands in flight.
+        # Leave it unbounded, like the single-server client's pool.
+        options.setdefault("max_connections", CLUSTER_MAX_CONNECTIONS_PER_NODE)
         return RedisCluster.from_url(settings.redis_url, **options)
     return Redis.from_url(settings.redis_url, **options)
