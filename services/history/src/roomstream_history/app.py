@@ -1,0 +1,147 @@
+"""Wiring of the history service: Postgres, Redis, the consumer, the API, the periodic jobs.
+
+`HistoryService` can also run in-process (tests, benchmarks): `await svc.start()` / `stop()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+from roomstream_kit.auth import service_token
+from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.http import health_routes
+from roomstream_kit.node import Heartbeat
+from roomstream_kit.postgres import create_pool, ensure_database, migrate
+from roomstream_kit.redis import AnyRedis, connect
+from starlette.applications import Starlette
+
+from .access import Access
+from .api import HistoryApi, counted_exception_handlers
+from .cache import LatestCache
+from .metrics import HistoryMetrics
+from .persist import Persister
+from .retention import HistoryPurger, StreamTrimmer, every
+from .settings import HistorySettings
+from .store import HistoryStore, ping
+
+log = logging.getLogger(__name__)
+
+GROUP = "history"
+
+
+async def open_database(settings: HistorySettings) -> asyncpg.Pool:
+    """Pool with migrations applied; waits (with backoff) while Postgres is unreachable."""
+    delay = 0.2
+    while True:
+        try:
+            await ensure_database(settings.database_url)
+            pool = await create_pool(settings.database_url, max_size=settings.pg_pool_size)
+            await migrate(pool, "history", "roomstream_history.migrations")
+            return pool
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+            log.warning("postgres unavailable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+class HistoryService:
+    def __init__(self, settings: HistorySettings, *, consume: bool = True) -> None:
+        self.settings = settings
+        self.node = settings.node_name("history")
+        self.consume = consume
+        self.metrics = HistoryMetrics()
+        self.redis: AnyRedis = connect(settings)
+        self.pool: asyncpg.Pool | None = None
+        self.consumer: LogConsumer | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.http = httpx.AsyncClient(
+            timeout=5.0, headers={"authorization": f"Bearer {service_token(settings)}"}
+        )
+        self.heartbeat = Heartbeat(
+            self.redis,
+            settings.keys,
+            self.node,
+            "history",
+            interval_s=settings.heartbeat_interval_s,
+            ttl_s=settings.heartbeat_ttl_s,
+            address=f"http://{settings.host}:{settings.port}",
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await open_database(s)
+        self.store = HistoryStore(self.pool)
+        self.cache = LatestCache(self.redis, s.keys, s.latest_cache_ttl_s)
+        self.persister = Persister(self.store, self.cache, self.metrics)
+        self.access = Access(self.redis, s.keys, self.store, self.http, s.rooms_url)
+        self.api = HistoryApi(s, self.redis, self.store, self.access, self.cache, self.metrics)
+        self.heartbeat.start()
+        if self.consume:
+            self.consumer = LogConsumer(
+                s,
+                self.redis,
+                group=GROUP,
+                consumer=self.node,
+                handler=self.persister.handle,
+                batch_size=s.batch_size,
+                poll_ms=s.poll_ms,
+                reclaim_idle_ms=s.reclaim_idle_ms,
+            )
+            await self.consumer.start()
+            trimmer = StreamTrimmer(self.redis, s, self.metrics)
+            self.tasks.append(asyncio.create_task(every(s.retention_interval_s, trimmer, "trim")))
+        if s.history_retention_days > 0:
+            purger = HistoryPurger(self.store, self.cache, s, self.metrics)
+            self.tasks.append(
+                asyncio.create_task(every(s.history_retention_interval_s, purger, "purge"))
+            )
+        log.info("history service %s started", self.node)
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()
+        await self.heartbeat.stop()
+        await self.http.aclose()
+        if self.pool is not None:
+            await self.pool.close()
+        await self.redis.aclose()
+
+    async def ready_redis(self) -> None:
+        await self.redis.ping()
+
+    async def ready_postgres(self) -> None:
+        assert self.pool is not None
+        await ping(self.pool)
+
+
+def create_app(settings: HistorySettings | None = None) -> Starlette:
+    settings = settings or HistorySettings()
+    svc = HistoryService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.start()
+        app.router.routes.extend(svc.api.routes())
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    app = Starlette(
+        routes=health_routes([svc.ready_redis, svc.ready_postgres]),
+        exception_handlers=counted_exception_handlers(svc.metrics),
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    return app

@@ -1,0 +1,104 @@
+"""Test helpers for the history service: rooms and events appended straight to the log.
+
+Until the rooms service exists, rooms are created the way it will: `room_created` appended with
+`RoomCheck.NEW`, plus the Redis read models (room hash, members set, user-rooms sets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.streams import StreamKeys
+from roomstream_kit.eventlog import AppendResult, EventLog, RoomCheck
+from roomstream_kit.redis import AnyRedis
+
+
+async def create_room(
+    log: EventLog,
+    room: str,
+    owner: str,
+    *,
+    kind: str = "public",
+    members: list[str] | None = None,
+) -> AppendResult:
+    everyone = sorted({owner, *(members or [])})
+    env = Envelope(
+        id=new_event_id(),
+        kind=EventKind.ROOM_CREATED,
+        room=room,
+        user=owner,
+        ts=now_ms(),
+        data={"name": room, "kind": kind, "owner": owner, "members": everyone},
+    )
+    result = await log.append(env, room_check=RoomCheck.NEW)
+    assert result.ok, result
+    keys: StreamKeys = log.keys
+    redis: AnyRedis = log.redis
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hset(
+            keys.room(room),
+            mapping={"id": room, "name": room, "kind": kind, "owner": owner, "created_at": env.ts},
+        )
+        pipe.sadd(keys.members(room), *everyone)
+        for user in everyone:
+            pipe.sadd(keys.user_rooms(user), room)
+        await pipe.execute()
+    return result
+
+
+def envelope(
+    kind: EventKind, room: str, user: str, data: dict[str, Any], *, ts: int | None = None
+) -> Envelope:
+    return Envelope(
+        id=new_event_id(), kind=kind, room=room, user=user, ts=ts or now_ms(), data=data
+    )
+
+
+async def send(log: EventLog, room: str, user: str, text: str, *, ts: int | None = None) -> int:
+    env = envelope(EventKind.MESSAGE, room, user, {"text": text, "client_id": new_event_id()}, ts=ts)
+    result = await log.append(env, room_check=RoomCheck.EXISTS)
+    assert result.ok and result.seq is not None, result
+    return result.seq
+
+
+async def edit(log: EventLog, room: str, user: str, target: int, text: str) -> int:
+    env = envelope(EventKind.MESSAGE_EDITED, room, user, {"target_seq": target, "text": text})
+    result = await log.append(env, room_check=RoomCheck.EXISTS)
+    assert result.ok and result.seq is not None
+    return result.seq
+
+
+async def delete(log: EventLog, room: str, user: str, target: int) -> int:
+    env = envelope(EventKind.MESSAGE_DELETED, room, user, {"target_seq": target})
+    result = await log.append(env, room_check=RoomCheck.EXISTS)
+    assert result.ok and result.seq is not None
+    return result.seq
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll until `check()` holds (generous deadline: the machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def get_messages(
+    url: str, room: str, token: str, **params: Any
+) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as http:
+        return await http.get(
+            f"{url}/rooms/{room}/messages",
+            params={k: v for k, v in params.items() if v is not None},
+            headers={"authorization": f"Bearer {token}"},
+        )
