@@ -44,3 +44,10 @@ if ! pg_ok; then
   pg_ok || { echo "ensure-services: PostgreSQL is not reachable" >&2; exit 1; }
 fi
 echo "ensure-services: Redis and PostgreSQL answer" >&2
+
+# Headless Chromium for the dashboard test (tests/monitor): Debian's package, driven by Playwright.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "ensure-services: installing chromium" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+    || echo "ensure-services: could not install chromium" >&2
+fi
