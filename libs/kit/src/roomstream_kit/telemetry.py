@@ -2,7 +2,9 @@
 
 Metrics go through the OTel SDK's `PrometheusMetricReader`, which registers with
 `prometheus_client`'s default registry; `/metrics` renders that registry. The exporter derives the
-Prometheus names: dots become underscores, counters get `_total`, a unit `s` gives `_seconds`.
+Prometheus names: dots become underscores, counters get `_total`, a unit `s` gives `_seconds`
+(neither is doubled when the name already ends with it). Every histogram with unit `s` gets the
+latency buckets `LATENCY_BUCKETS_S` (100 µs … 10 s) through a view.
 
 Traces: `OTEL_TRACES_EXPORTER` is a comma-separated list of `otlp` | `console` | `none`
 (default `none`); the OTLP exporter (HTTP/protobuf) reads `OTEL_EXPORTER_OTLP_*` as the OTel
@@ -30,7 +32,8 @@ import orjson
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -41,6 +44,26 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS_S: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+"""Buckets of every histogram whose unit is `s` (the SDK's default ones start at 5 s)."""
 
 _configured = False
 _provider: TracerProvider | None = None
@@ -141,8 +164,15 @@ def setup_telemetry(
         return
     _configured = True
     resource = build_resource(service, node)
+    latency_view = View(
+        instrument_type=Histogram,
+        instrument_unit="s",
+        aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS_S),
+    )
     metrics.set_meter_provider(
-        MeterProvider(resource=resource, metric_readers=[PrometheusMetricReader()])
+        MeterProvider(
+            resource=resource, metric_readers=[PrometheusMetricReader()], views=[latency_view]
+        )
     )
     provider = TracerProvider(resource=resource)
     if span_processor is not None:

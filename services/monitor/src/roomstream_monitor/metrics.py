@@ -32,20 +32,6 @@ class MonitorMetrics:
             "roomstream.monitor.redis_latency",
             unit="s",
             description="Round trip of a Redis PING",
-            explicit_bucket_boundaries_advisory=[
-                0.0001,
-                0.00025,
-                0.0005,
-                0.001,
-                0.0025,
-                0.005,
-                0.01,
-                0.025,
-                0.05,
-                0.1,
-                0.25,
-                1.0,
-            ],
         )
         m.create_observable_gauge(
             "roomstream.monitor.nodes",

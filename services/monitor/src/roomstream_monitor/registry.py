@@ -69,9 +69,7 @@ class Registry:
 
     async def nodes(self) -> list[NodeRecord]:
         """Every node in the registry zset with its heartbeat hash (if not yet expired)."""
-        members: Any = await self.redis.zrange(
-            self.keys.nodes(), 0, -1, withscores=True
-        )
+        members: Any = await self.redis.zrange(self.keys.nodes(), 0, -1, withscores=True)
         if not members:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:

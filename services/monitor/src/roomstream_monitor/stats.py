@@ -13,6 +13,7 @@ import logging
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from redis.exceptions import ResponseError
@@ -42,6 +43,13 @@ def node_view(record: NodeRecord) -> dict[str, Any]:
     view["address"] = f.get("address", "")
     view["last_seen_ms"] = record.last_beat_ms
     return view
+
+
+def metrics_url(address: str) -> str:
+    """`/metrics` of a node's heartbeat `address` (`host:port`, `http://…` or `ws://host:port/ws`)."""
+    parsed = urlsplit(address if "://" in address else f"http://{address}")
+    scheme = {"ws": "http", "wss": "https"}.get(parsed.scheme, parsed.scheme)
+    return f"{scheme}://{parsed.netloc}/metrics"
 
 
 def sum_groups(infos: list[list[dict[str, Any]]]) -> tuple[dict[str, int], dict[str, int]]:
@@ -124,9 +132,9 @@ class Collector:
         return rates.messages_per_s, busiest, series
 
     async def _scrape(self, node: str, address: str) -> latency.Buckets | None:
-        url = address if address.startswith("http") else f"http://{address}"
+        url = metrics_url(address)
         try:
-            response = await self._http.get(url.rstrip("/") + "/metrics")
+            response = await self._http.get(url)
             response.raise_for_status()
             return latency.histogram_buckets(response.text)
         except (httpx.HTTPError, ValueError) as exc:
