@@ -1,0 +1,293 @@
+"""The HTTP API (PROTOCOL.md, "Rooms service"; docs/openapi/rooms.yaml).
+
+Writes append an event through the log and answer once this service's projection has applied it
+(read-your-write); reads go to the Redis read models first and to Postgres when a read model is
+missing, refilling it. Authorization: a `service` token may do anything; a user token acts as that
+user (docs/rooms.md, "Authorization").
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import asyncpg
+from pydantic import BaseModel, ConfigDict, Field
+from roomstream_contracts.errors import ErrorCode
+from roomstream_contracts.events import EventKind
+from roomstream_contracts.ids import RoomId, UserId, is_room_id
+from roomstream_contracts.tokens import TokenClaims
+from roomstream_kit.auth import TokenVerifier
+from roomstream_kit.eventlog import AppendStatus, EventLog, RoomCheck
+from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
+from roomstream_kit.telemetry import inject_context, tracer
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import store
+from .applied import AppliedSeqs
+from .metrics import RoomsMetrics
+from .projection import membership_envelope, room_created_envelope
+from .projector import Projector
+from .readmodels import ReadModels
+
+MAX_USER_CHARS = 128
+_tracer = tracer("roomstream.rooms")
+
+
+class CreateRoomBody(BaseModel):
+    """Body of `POST /rooms`. Strict: a number where a string belongs is a `bad_request`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+    id: RoomId | None = None
+    name: str = Field(min_length=1, max_length=200)
+    kind: Literal["public", "private"]
+    members: list[UserId] = Field(default_factory=list, max_length=1000)
+    owner: UserId | None = None
+    """Extension: the owner of a room created with a service token (default: the token's sub)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    id: str
+    name: str
+    kind: str
+    owner: str
+    created_at: int
+
+    @classmethod
+    def of(cls, record: dict[str, str]) -> Room:
+        return cls(
+            record["id"],
+            record["name"],
+            record["kind"],
+            record["owner"],
+            int(record.get("created_at") or 0),
+        )
+
+
+def slug_for(name: str) -> str:
+    """A new room id from a name: its slug plus 6 random hex digits."""
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:57] or "room"
+    return f"{base}-{os.urandom(3).hex()}"
+
+
+class RoomsApi:
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier,
+        eventlog: EventLog,
+        read_models: ReadModels,
+        projector: Projector,
+        applied: AppliedSeqs,
+        pool: asyncpg.Pool,
+        metrics: RoomsMetrics,
+        apply_timeout_s: float,
+    ) -> None:
+        self.verifier = verifier
+        self.eventlog = eventlog
+        self.rm = read_models
+        self.projector = projector
+        self.applied = applied
+        self.pool = pool
+        self.metrics = metrics
+        self.apply_timeout_s = apply_timeout_s
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/rooms", self.create_room, methods=["POST"]),
+            Route("/rooms/{room}", self.get_room, methods=["GET"]),
+            Route("/rooms/{room}/members", self.list_members, methods=["GET"]),
+            Route("/rooms/{room}/members/{user}", self.add_member, methods=["PUT"]),
+            Route("/rooms/{room}/members/{user}", self.remove_member, methods=["DELETE"]),
+            Route("/users/{user}/rooms", self.user_rooms, methods=["GET"]),
+            Route("/rooms/{room}/presence", self.presence, methods=["GET"]),
+        ]
+
+    # -- reads with fallback --------------------------------------------------------------------
+
+    async def _room(self, room: str) -> Room:
+        """The room record: Redis, else Postgres (refilling Redis), else `not_found`."""
+        with self.metrics.timed_redis():
+            record = await self.rm.room(room)
+        if record is not None:
+            return Room.of(record)
+        with self.metrics.timed_postgres():
+            row = await self.projector.refill_room(room)
+        if row is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no room {room!r}")
+        return Room.of(row.record())
+
+    async def _seq(self, room: str) -> int:
+        seq = await self.rm.room_seq(room)
+        if seq is not None:
+            return seq
+        async with self.pool.acquire() as conn:
+            return (await store.last_seqs(conn, [room])).get(room, 0)
+
+    async def _is_member(self, room: str, user: str) -> bool:
+        """Membership; only call after `_room` (whose hash vouches for the members set)."""
+        return await self.rm.is_member(room, user)
+
+    async def _require_reader(self, claims: TokenClaims, room: Room) -> None:
+        if (
+            room.kind == "private"
+            and not claims.is_service
+            and not await self._is_member(room.id, claims.sub)
+        ):
+            raise ApiError(ErrorCode.FORBIDDEN, "members only: this room is private")
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def _wait_applied(self, room: str, seq: int) -> None:
+        if not await self.applied.wait(room, seq, self.apply_timeout_s):
+            raise ApiError(
+                ErrorCode.UNAVAILABLE,
+                f"event {seq} of room {room!r} is in the log but not applied yet; retry the read",
+            )
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    async def create_room(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        obj = await json_body(request)
+        if not isinstance(obj, dict):
+            raise ApiError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
+        body = CreateRoomBody.model_validate(obj)
+        if body.owner is not None and not claims.is_service and body.owner != claims.sub:
+            raise ApiError(ErrorCode.FORBIDDEN, "only a service token may name another owner")
+        owner = body.owner or claims.sub
+        room = body.id or slug_for(body.name)
+        with _tracer.start_as_current_span("rooms.create", attributes={"room": room}):
+            env = room_created_envelope(
+                room, body.name, body.kind, owner, body.members, inject_context()
+            )
+            result = await self.eventlog.append(env, room_check=RoomCheck.NEW)
+        if result.status == AppendStatus.ROOM_EXISTS:
+            raise ApiError(ErrorCode.CONFLICT, f"room {room!r} exists")
+        assert result.seq is not None
+        await self._wait_applied(room, result.seq)
+        return JSONResponse(
+            {
+                "id": room,
+                "name": body.name,
+                "kind": body.kind,
+                "owner": owner,
+                "created_at": env.ts,
+                "seq": result.seq,
+                "members": sorted(dict.fromkeys([owner, *body.members])),
+            },
+            status_code=201,
+        )
+
+    async def get_room(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        room = await self._room(_room_param(request))
+        await self._require_reader(claims, room)
+        return JSONResponse(
+            {
+                "id": room.id,
+                "name": room.name,
+                "kind": room.kind,
+                "owner": room.owner,
+                "created_at": room.created_at,
+                "seq": await self._seq(room.id),
+            }
+        )
+
+    async def list_members(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        room = await self._room(_room_param(request))
+        await self._require_reader(claims, room)
+        with self.metrics.timed_redis():
+            members = await self.rm.members(room.id)
+        return JSONResponse({"members": members})
+
+    async def add_member(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        room = await self._room(_room_param(request))
+        user = _user_param(request)
+        if not (
+            claims.is_service
+            or claims.sub == room.owner
+            or (room.kind == "public" and claims.sub == user)
+        ):
+            raise ApiError(
+                ErrorCode.FORBIDDEN,
+                "only the owner adds members to a private room"
+                if room.kind == "private"
+                else "only the owner adds others to a room; a user may add itself",
+            )
+        if await self._is_member(room.id, user):
+            return JSONResponse({"room": room.id, "user": user, "seq": await self._seq(room.id)})
+        with _tracer.start_as_current_span("rooms.add_member", attributes={"room": room.id}):
+            env = membership_envelope(
+                EventKind.MEMBER_JOINED, room.id, user, claims.sub, inject_context()
+            )
+            result = await self.eventlog.append(env, room_check=RoomCheck.EXISTS)
+        if result.status == AppendStatus.NO_ROOM or result.seq is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no room {room.id!r}")
+        await self._wait_applied(room.id, result.seq)
+        return JSONResponse({"room": room.id, "user": user, "seq": result.seq})
+
+    async def remove_member(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        room = await self._room(_room_param(request))
+        user = _user_param(request)
+        if not (claims.is_service or claims.sub == room.owner or claims.sub == user):
+            raise ApiError(
+                ErrorCode.FORBIDDEN, "only the owner, a service or the member itself removes"
+            )
+        if not await self._is_member(room.id, user):
+            return Response(status_code=204)
+        with _tracer.start_as_current_span("rooms.remove_member", attributes={"room": room.id}):
+            env = membership_envelope(
+                EventKind.MEMBER_LEFT, room.id, user, claims.sub, inject_context()
+            )
+            result = await self.eventlog.append(env, room_check=RoomCheck.EXISTS)
+        if result.status == AppendStatus.NO_ROOM or result.seq is None:
+            raise ApiError(ErrorCode.NOT_FOUND, f"no room {room.id!r}")
+        await self._wait_applied(room.id, result.seq)
+        return Response(status_code=204)
+
+    async def user_rooms(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        user = _user_param(request)
+        if not (claims.is_service or claims.sub == user):
+            raise ApiError(ErrorCode.FORBIDDEN, "a user may list only its own rooms")
+        with self.metrics.timed_redis():
+            rooms = await self.rm.user_rooms(user)
+        if not rooms:
+            with self.metrics.timed_postgres():
+                rooms = await self.projector.refill_user_rooms(user)
+        return JSONResponse({"rooms": rooms})
+
+    async def presence(self, request: Request) -> Response:
+        claims = authenticate(request, self.verifier)
+        room = await self._room(_room_param(request))
+        await self._require_reader(claims, room)
+        with self.metrics.timed_redis():
+            online = await self.rm.presence(room.id)
+        users: list[dict[str, Any]] = [
+            {"user": u, "connections": n} for u, n in sorted(online.items())
+        ]
+        return JSONResponse({"users": users})
+
+
+def _room_param(request: Request) -> str:
+    room = str(request.path_params["room"])
+    if not is_room_id(room):
+        raise ApiError(ErrorCode.BAD_REQUEST, "a room id is 1 to 64 characters of [a-z0-9_-]")
+    return room
+
+
+def _user_param(request: Request) -> str:
+    user = str(request.path_params["user"])
+    if not 1 <= len(user) <= MAX_USER_CHARS:
+        raise ApiError(ErrorCode.BAD_REQUEST, f"a user id is 1 to {MAX_USER_CHARS} characters")
+    return user

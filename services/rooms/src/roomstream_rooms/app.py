@@ -1,0 +1,165 @@
+"""Assembles the service: Postgres (migrated), Redis, the projector and its consumer, the HTTP API,
+the heartbeat and the consumer-lag probe, started and stopped by the ASGI lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from roomstream_kit.auth import TokenVerifier
+from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.eventlog import EventLog
+from roomstream_kit.http import exception_handlers, health_routes
+from roomstream_kit.node import Heartbeat
+from roomstream_kit.postgres import create_pool, ensure_database, migrate
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis, connect
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .api import RoomsApi
+from .applied import AppliedSeqs
+from .metrics import RoomsMetrics
+from .projector import Projector
+from .readmodels import ReadModels
+from .settings import RoomsSettings
+
+log = logging.getLogger(__name__)
+
+GROUP = "rooms"
+MIGRATIONS = "roomstream_rooms.migrations"
+
+
+async def consumer_lag(redis: AnyRedis, streams: list[str], group: str) -> tuple[int, int]:
+    """(lag, pending) of `group` summed over the shards (XINFO GROUPS)."""
+    lag = pending = 0
+    for stream in streams:
+        with contextlib.suppress(Exception):
+            for info in await redis.xinfo_groups(stream):
+                name = info.get("name")
+                if (name.decode() if isinstance(name, bytes) else name) == group:
+                    lag += int(info.get("lag") or 0)
+                    pending += int(info.get("pending") or 0)
+    return lag, pending
+
+
+def _counting(
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]],
+    metrics: RoomsMetrics,
+) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
+    """Wrap the kit's exception handlers to count API errors by code."""
+
+    def wrap(
+        handler: Callable[[Request, Exception], Awaitable[Response]],
+    ) -> Callable[[Request, Exception], Awaitable[Response]]:
+        async def counted(request: Request, exc: Exception) -> Response:
+            response = await handler(request, exc)
+            code = "unknown"
+            with contextlib.suppress(Exception):
+                code = orjson.loads(bytes(response.body))["error"]["code"]
+            metrics.api_errors.add(1, {"code": code})
+            return response
+
+        return counted
+
+    return {exc: wrap(h) for exc, h in handlers.items()}
+
+
+def create_app(settings: RoomsSettings) -> Starlette:
+    node = settings.node_name("rooms")
+    metrics = RoomsMetrics()
+    state: dict[str, Any] = {}
+
+    async def redis_ready() -> None:
+        await state["redis"].ping()
+
+    async def postgres_ready() -> None:
+        async with state["pool"].acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def consumer_ready() -> None:
+        if not state.get("consuming"):
+            raise RuntimeError("the consumer has not started")
+
+    routes = health_routes([redis_ready, postgres_ready, consumer_ready])
+    api_routes: list[Any] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await ensure_database(settings.database_url)
+        pool = await create_pool(settings.database_url)
+        await migrate(pool, "rooms", MIGRATIONS)
+        redis = connect(settings)
+        state.update(pool=pool, redis=redis)
+        eventlog = EventLog.from_settings(redis, settings)
+        read_models = ReadModels(redis, settings.keys)
+        applied = AppliedSeqs(pool)
+        projector = Projector(pool, redis, read_models, metrics, eventlog=eventlog, applied=applied)
+        api = RoomsApi(
+            verifier=TokenVerifier(settings),
+            eventlog=eventlog,
+            read_models=read_models,
+            projector=projector,
+            applied=applied,
+            pool=pool,
+            metrics=metrics,
+            apply_timeout_s=settings.apply_timeout_s,
+        )
+        api_routes[:] = api.routes()
+        app.router.routes.extend(api_routes)
+        await projector.resync()
+        consumer = LogConsumer(
+            settings,
+            redis,
+            group=GROUP,
+            consumer=node,
+            handler=projector.apply_batch,
+            batch_size=settings.batch_size,
+            poll_ms=settings.poll_ms,
+            reclaim_idle_ms=settings.reclaim_idle_ms,
+        )
+        await consumer.start()
+        state["consuming"] = True
+        heartbeat = Heartbeat(
+            redis,
+            settings.keys,
+            node,
+            "rooms",
+            interval_s=settings.heartbeat_interval_s,
+            ttl_s=settings.heartbeat_ttl_s,
+            address=f"http://{settings.host}:{settings.port}",
+        )
+        heartbeat.start()
+
+        async def probe_lag() -> None:
+            while True:
+                with contextlib.suppress(*REDIS_DOWN_ERRORS):
+                    metrics.lag, metrics.pending = await consumer_lag(
+                        redis, settings.keys.all_logs(), GROUP
+                    )
+                await asyncio.sleep(settings.lag_interval_s)
+
+        lag_task = asyncio.create_task(probe_lag(), name="rooms-lag")
+        log.info("rooms service %s listening on %s:%s", node, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            state["consuming"] = False
+            lag_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag_task
+            await consumer.stop()
+            await heartbeat.stop(deregister=True)
+            await redis.aclose()
+            await pool.close()
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=_counting(exception_handlers(), metrics),
+    )

@@ -1,0 +1,320 @@
+"""Applies batches of log entries to Postgres and the Redis read models, idempotently.
+
+One batch = one Postgres transaction under the projection lock (an advisory lock, so several
+rooms instances never interleave their writes), in which:
+1. each room's sequenced events are planned against its last applied seq (`projection.plan_room`);
+   a gap is filled from the room's recent buffer in Redis, or the batch fails and the consumer
+   retries it later (the missing events are pending with another consumer);
+2. room and connection changes are written;
+3. the read models touched by the batch are rewritten from the new Postgres state (also for
+   events skipped as already applied, which repairs a crash between commit and Redis write);
+4. `online` / `offline` events are appended to the log (not in rebuild mode);
+5. commit. A crash anywhere before the commit rolls everything back and the consumer delivers the
+   batch again (presence events may then be appended twice: at least once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+from roomstream_contracts.codec import decode_envelope
+from roomstream_contracts.events import Envelope
+from roomstream_contracts.streams import FIELD_EVENT
+from roomstream_kit.consumer import LogEntry
+from roomstream_kit.eventlog import EventLog
+from roomstream_kit.redis import AnyRedis
+from roomstream_kit.telemetry import extract_context, inject_context, tracer
+
+from . import store
+from .applied import AppliedSeqs
+from .metrics import RoomsMetrics
+from .projection import (
+    CONNECTION_KINDS,
+    ROOM_KINDS,
+    CloseConn,
+    ConnChange,
+    FailNode,
+    OpenConn,
+    PresenceInput,
+    RoomChange,
+    conn_change,
+    members_touched,
+    notice_envelope,
+    plan_room,
+    presence_notices,
+    room_change,
+)
+from .readmodels import ReadModels
+
+log = logging.getLogger(__name__)
+_tracer = tracer("roomstream.rooms")
+
+
+class GapPending(Exception):
+    """A room's next events are neither in this batch nor in its recent buffer yet."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """What one batch touched (filled while applying, used for read models and presence)."""
+
+    new_last: dict[str, int] = field(default_factory=dict)
+    rooms: set[str] = field(default_factory=set)
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+    presence_users: set[str] = field(default_factory=set)
+    conns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    kinds: Counter[str] = field(default_factory=Counter)
+    skipped: int = 0
+
+
+def _safe_room_change(env: Envelope) -> RoomChange | None:
+    try:
+        return room_change(env)
+    except (ValidationError, ValueError) as exc:
+        # A malformed event can never be applied; it still takes its seq (never stall the room).
+        log.error("ignoring malformed %s event %s of room %s: %s", env.kind, env.id, env.room, exc)
+        return None
+
+
+class Projector:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        redis: AnyRedis,
+        read_models: ReadModels,
+        metrics: RoomsMetrics,
+        *,
+        eventlog: EventLog | None,
+        applied: AppliedSeqs | None = None,
+    ) -> None:
+        self.pool = pool
+        self.redis = redis
+        self.rm = read_models
+        self.keys = read_models.keys
+        self.metrics = metrics
+        self.eventlog = eventlog
+        """Where presence events go; None in rebuild mode (replaying must not append)."""
+        self.applied = applied
+        self.lock = asyncio.Lock()
+        """Serializes every read-model writer of this process (batches and API refills)."""
+
+    # -- the consumer's handler ----------------------------------------------------------------
+
+    async def apply_batch(self, entries: Sequence[LogEntry]) -> None:
+        await self.apply_envelopes([e.envelope for e in entries])
+
+    async def apply_envelopes(self, envs: Iterable[Envelope]) -> None:
+        by_room: dict[str, list[Envelope]] = {}
+        conn_envs: list[Envelope] = []
+        n = 0
+        for env in envs:
+            n += 1
+            if env.sequenced and env.room and env.seq is not None:
+                by_room.setdefault(env.room, []).append(env)
+            elif env.kind in CONNECTION_KINDS:
+                conn_envs.append(env)
+        self.metrics.batch_size.record(n)
+        if not by_room and not conn_envs:
+            return
+        async with self.lock:
+            with self.metrics.timed_postgres():
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await store.lock_projection(conn)
+                    batch = await self._apply(conn, by_room, conn_envs)
+        for kind, count in batch.kinds.items():
+            self.metrics.events_applied.add(count, {"kind": kind})
+        if batch.skipped:
+            self.metrics.events_skipped.add(batch.skipped)
+        if self.applied is not None and batch.new_last:
+            self.applied.advance(batch.new_last)
+
+    async def _apply(
+        self, conn: store.Conn, by_room: dict[str, list[Envelope]], conn_envs: list[Envelope]
+    ) -> _Batch:
+        b = _Batch()
+        # Every membership the batch mentions (applied or skipped), and which exist before it.
+        for events in by_room.values():
+            for env in events:
+                if env.kind in ROOM_KINDS:
+                    change = _safe_room_change(env)
+                    if change is not None:
+                        b.rooms.add(change.room)
+                        b.pairs.update(members_touched(change))
+        members_before = await store.memberships_of(conn, b.pairs)
+        last = await store.last_seqs(conn, by_room)
+        for room in sorted(by_room):
+            await self._apply_room(conn, room, last.get(room, 0), by_room[room], b)
+
+        # Connections: live counts of the users concerned before and after.
+        changes: list[tuple[Envelope, ConnChange]] = []
+        for env in conn_envs:
+            cc = conn_change(env)
+            if cc is None:
+                log.warning("ignoring malformed %s event %s", env.kind, env.id)
+                continue
+            changes.append((env, cc))
+            if isinstance(cc, OpenConn | CloseConn):
+                b.presence_users.add(cc.user)
+        failed = [c.node for _, c in changes if isinstance(c, FailNode)]
+        if failed:
+            b.presence_users |= await store.live_users_of_nodes(conn, failed)
+        pair_users = {u for _, u in b.pairs}
+        users = b.presence_users | pair_users
+        before = await store.live_counts(conn, users)
+        for env, cc in changes:
+            with _tracer.start_as_current_span(
+                "rooms.apply",
+                context=extract_context(env.trace),
+                attributes={"kind": env.kind.value, "user": env.user or "", "node": env.node or ""},
+            ):
+                for cid, user, node in await store.apply_conn_change(conn, cc):
+                    b.conns[cid] = (user, node)
+                    b.presence_users.add(user)
+                    users.add(user)
+            b.kinds[env.kind.value] += 1
+        after = await store.live_counts(conn, users)
+        members_after = await store.memberships_of(conn, b.pairs)
+        rooms_of = await store.rooms_of_users(conn, users)
+
+        await self._write_read_models(conn, b, after, members_after, rooms_of, pair_users)
+
+        if self.eventlog is not None:
+            notices = presence_notices(
+                PresenceInput(
+                    before=before,
+                    after=after,
+                    rooms_after={u: rooms_of[u] for u in b.presence_users},
+                    joined=sorted(members_after - members_before),
+                )
+            )
+            for notice in notices:
+                await self.eventlog.append(notice_envelope(notice, inject_context()))
+                self.metrics.presence_events.add(1, {"kind": notice.kind.value})
+        return b
+
+    async def _apply_room(
+        self, conn: store.Conn, room: str, last: int, events: list[Envelope], b: _Batch
+    ) -> None:
+        plan = plan_room(last, events)
+        while plan.gap is not None:
+            filled = await self._fill_gap(room, *plan.gap)
+            events = events + filled
+            plan = plan_room(last, events)
+        b.skipped += sum(1 for e in events if e.seq is not None and e.seq <= last)
+        for env in plan.apply:
+            with _tracer.start_as_current_span(
+                "rooms.apply",
+                context=extract_context(env.trace),
+                attributes={"room": room, "seq": env.seq or 0, "kind": env.kind.value},
+            ):
+                if env.kind in ROOM_KINDS:
+                    change = _safe_room_change(env)
+                    if change is not None:
+                        await store.apply_room_change(conn, change)
+                        b.rooms.add(change.room)
+                        b.pairs.update(members_touched(change))
+            b.kinds[env.kind.value] += 1
+        if plan.last_seq is not None:
+            await store.set_last_seq(conn, room, plan.last_seq)
+            b.new_last[room] = plan.last_seq
+
+    async def _fill_gap(self, room: str, first: int, last: int) -> list[Envelope]:
+        """Events `first..last` of `room` from its recent buffer, or `GapPending`."""
+        with self.metrics.timed_redis():
+            raw: Any = await self.redis.xrange(self.keys.recent(room), f"{first}-0", f"{last}-0")
+        found = [decode_envelope(fields[FIELD_EVENT]) for _, fields in raw]
+        if len(found) != last - first + 1:
+            raise GapPending(f"room {room}: seq {first}..{last} not available yet")
+        log.info("filled gap %d..%d of room %s from its recent buffer", first, last, room)
+        return found
+
+    async def _write_read_models(
+        self,
+        conn: store.Conn,
+        b: _Batch,
+        after: dict[str, int],
+        members_after: set[tuple[str, str]],
+        rooms_of: dict[str, list[str]],
+        pair_users: set[str],
+    ) -> None:
+        """Rewrite, from Postgres, every read-model entry the batch touched."""
+        presence_rooms = {r for u in b.presence_users for r in rooms_of[u]}
+        all_rooms = b.rooms | {r for r, _ in b.pairs} | presence_rooms
+        with self.metrics.timed_redis():
+            missing = await self.rm.missing_rooms(all_rooms)
+        for room in sorted(missing):
+            await self._refill_room(conn, room)
+        rows = await store.get_rooms(conn, b.rooms - missing)
+        conns = await store.conn_rows(conn, b.conns)
+        with self.metrics.timed_redis():
+            await self.rm.replace_user_rooms({u: rooms_of[u] for u in pair_users})
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for row in rows.values():
+                    self.rm.put_room(pipe, row)
+                for room, user in sorted(b.pairs):
+                    member = (room, user) in members_after
+                    self.rm.set_membership(pipe, room, user, member)
+                    if member:
+                        self.rm.set_presence(pipe, room, user, after.get(user, 0))
+                for user in sorted(b.presence_users):
+                    for room in rooms_of[user]:
+                        self.rm.set_presence(pipe, room, user, after.get(user, 0))
+                for cid, (user, node, live) in conns.items():
+                    self.rm.set_conn(pipe, cid, user, node, live)
+                await pipe.execute()
+
+    # -- refills (start-up, API fallback) --------------------------------------------------------
+
+    async def _refill_room(self, conn: store.Conn, room: str) -> store.RoomRow | None:
+        row = await store.get_room(conn, room)
+        if row is None:
+            return None
+        members = await store.members(conn, room)
+        presence = await store.room_presence(conn, room)
+        with self.metrics.timed_redis():
+            await self.rm.replace_room(row, members, presence)
+        return row
+
+    async def refill_room(self, room: str) -> store.RoomRow | None:
+        """Refill one room's read models from Postgres (the API found its room hash missing)."""
+        async with self.lock, self.pool.acquire() as conn, conn.transaction():
+            await store.lock_projection(conn)
+            return await self._refill_room(conn, room)
+
+    async def refill_user_rooms(self, user: str) -> list[str]:
+        """Refill `user_rooms(user)` from Postgres; returns the user's rooms."""
+        async with self.lock, self.pool.acquire() as conn, conn.transaction():
+            await store.lock_projection(conn)
+            rooms = (await store.rooms_of_users(conn, [user]))[user]
+            with self.metrics.timed_redis():
+                await self.rm.replace_user_rooms({user: rooms})
+            return rooms
+
+    async def resync(self) -> dict[str, int]:
+        """Refill every read model that is missing (start-up after a Redis flush or loss)."""
+        refilled = 0
+        async with self.lock, self.pool.acquire() as conn, conn.transaction():
+            await store.lock_projection(conn)
+            rooms = await store.all_room_ids(conn)
+            for i in range(0, len(rooms), 1000):
+                for room in sorted(await self.rm.missing_rooms(rooms[i : i + 1000])):
+                    await self._refill_room(conn, room)
+                    refilled += 1
+            users = await store.all_member_users(conn)
+            for i in range(0, len(users), 1000):
+                chunk = users[i : i + 1000]
+                await self.rm.replace_user_rooms(await store.rooms_of_users(conn, chunk))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for cid, user, node in await store.live_conns(conn):
+                    self.rm.set_conn(pipe, cid, user, node, True)
+                await pipe.execute()
+        if refilled:
+            log.info("refilled the read models of %d rooms from Postgres", refilled)
+        return {"rooms": len(rooms), "refilled_rooms": refilled, "users": len(users)}

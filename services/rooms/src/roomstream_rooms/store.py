@@ -1,0 +1,268 @@
+"""Durable state in Postgres (asyncpg): the SQL of the projection and of the API's fallback reads.
+
+Every function takes a connection, so the projector can run a whole batch in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from .projection import AddMember, CloseConn, ConnChange, CreateRoom, FailNode, OpenConn, RoomChange
+
+PROJECTION_LOCK = 0x726F6F6D  # "room": serializes projection transactions across instances
+
+Conn: TypeAlias = "asyncpg.Connection[Any] | asyncpg.pool.PoolConnectionProxy[Any]"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRow:
+    id: str
+    name: str
+    kind: str
+    owner: str
+    created_at: int
+    last_seq: int
+
+    def record(self) -> dict[str, str]:
+        """The Redis room hash (PROTOCOL.md / architecture.md: id, name, kind, owner, created_at)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "owner": self.owner,
+            "created_at": str(self.created_at),
+        }
+
+
+def _room(row: asyncpg.Record) -> RoomRow:
+    return RoomRow(
+        row["id"], row["name"], row["kind"], row["owner"], row["created_at"], row["last_seq"]
+    )
+
+
+# -- projection writes ------------------------------------------------------------------------
+
+
+async def lock_projection(conn: Conn) -> None:
+    """Hold the projection lock until the end of the transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", PROJECTION_LOCK)
+
+
+async def last_seqs(conn: Conn, rooms: Iterable[str]) -> dict[str, int]:
+    rows = await conn.fetch("SELECT id, last_seq FROM rooms WHERE id = ANY($1)", list(rooms))
+    return {r["id"]: r["last_seq"] for r in rows}
+
+
+async def apply_room_change(conn: Conn, change: RoomChange) -> None:
+    if isinstance(change, CreateRoom):
+        await conn.execute(
+            """INSERT INTO rooms (id, name, kind, owner, created_at, last_seq)
+               VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING""",
+            change.room,
+            change.name,
+            change.kind,
+            change.owner,
+            change.created_at,
+            change.seq,
+        )
+        await conn.execute(
+            """INSERT INTO memberships (room, user_id, since_seq)
+               SELECT $1, u, $3 FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING""",
+            change.room,
+            list(change.members),
+            change.seq,
+        )
+    elif isinstance(change, AddMember):
+        await conn.execute(
+            """INSERT INTO memberships (room, user_id, since_seq) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING""",
+            change.room,
+            change.user,
+            change.seq,
+        )
+    else:
+        await conn.execute(
+            "DELETE FROM memberships WHERE room = $1 AND user_id = $2", change.room, change.user
+        )
+
+
+async def set_last_seq(conn: Conn, room: str, seq: int) -> None:
+    await conn.execute(
+        "UPDATE rooms SET last_seq = GREATEST(last_seq, $2) WHERE id = $1", room, seq
+    )
+
+
+async def apply_conn_change(conn: Conn, change: ConnChange) -> list[tuple[str, str, str]]:
+    """Apply one connection change; returns the (conn, user, node) rows it may have altered."""
+    if isinstance(change, OpenConn):
+        await conn.execute(
+            """INSERT INTO connections (conn, user_id, node, opened_at) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (conn) DO NOTHING""",
+            change.conn,
+            change.user,
+            change.node,
+            change.ts,
+        )
+        return [(change.conn, change.user, change.node)]
+    if isinstance(change, CloseConn):
+        await conn.execute(
+            """INSERT INTO connections (conn, user_id, node, closed_at) VALUES ($1, $2, $3, $4)
+               ON CONFLICT (conn) DO UPDATE
+               SET closed_at = COALESCE(connections.closed_at, EXCLUDED.closed_at)""",
+            change.conn,
+            change.user,
+            change.node,
+            change.ts,
+        )
+        return [(change.conn, change.user, change.node)]
+    assert isinstance(change, FailNode)
+    rows = await conn.fetch(
+        """UPDATE connections SET closed_at = $2
+           WHERE node = $1 AND closed_at IS NULL AND COALESCE(opened_at, 0) <= $2
+           RETURNING conn, user_id, node""",
+        change.node,
+        change.ts,
+    )
+    return [(r["conn"], r["user_id"], r["node"]) for r in rows]
+
+
+async def live_users_of_nodes(conn: Conn, nodes: list[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT DISTINCT user_id FROM connections WHERE node = ANY($1) AND closed_at IS NULL",
+        nodes,
+    )
+    return {r["user_id"] for r in rows}
+
+
+# -- reads (projection and API) ---------------------------------------------------------------
+
+
+async def get_room(conn: Conn, room: str) -> RoomRow | None:
+    row = await conn.fetchrow(
+        "SELECT id, name, kind, owner, created_at, last_seq FROM rooms WHERE id = $1", room
+    )
+    return _room(row) if row else None
+
+
+async def get_rooms(conn: Conn, rooms: Iterable[str]) -> dict[str, RoomRow]:
+    rows = await conn.fetch(
+        "SELECT id, name, kind, owner, created_at, last_seq FROM rooms WHERE id = ANY($1)",
+        list(rooms),
+    )
+    return {r["id"]: _room(r) for r in rows}
+
+
+async def all_room_ids(conn: Conn) -> list[str]:
+    return [r["id"] for r in await conn.fetch("SELECT id FROM rooms ORDER BY id")]
+
+
+async def members(conn: Conn, room: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT user_id FROM memberships WHERE room = $1 ORDER BY user_id", room
+    )
+    return [r["user_id"] for r in rows]
+
+
+async def is_member(conn: Conn, room: str, user: str) -> bool:
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM memberships WHERE room = $1 AND user_id = $2", room, user
+        )
+    )
+
+
+async def memberships_of(conn: Conn, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of the (room, user) pairs are memberships now."""
+    pairs = list(pairs)
+    if not pairs:
+        return set()
+    rows = await conn.fetch(
+        """SELECT m.room, m.user_id FROM memberships m
+           JOIN unnest($1::text[], $2::text[]) AS p(room, user_id)
+             ON m.room = p.room AND m.user_id = p.user_id""",
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+    )
+    return {(r["room"], r["user_id"]) for r in rows}
+
+
+async def rooms_of_users(conn: Conn, users: Iterable[str]) -> dict[str, list[str]]:
+    users = list(users)
+    out: dict[str, list[str]] = {u: [] for u in users}
+    rows = await conn.fetch(
+        "SELECT user_id, room FROM memberships WHERE user_id = ANY($1) ORDER BY user_id, room",
+        users,
+    )
+    for r in rows:
+        out[r["user_id"]].append(r["room"])
+    return out
+
+
+async def live_counts(conn: Conn, users: Iterable[str]) -> dict[str, int]:
+    """Live connections per user (users without any are left out)."""
+    rows = await conn.fetch(
+        """SELECT user_id, count(*) AS n FROM connections
+           WHERE user_id = ANY($1) AND closed_at IS NULL GROUP BY user_id""",
+        list(users),
+    )
+    return {r["user_id"]: int(r["n"]) for r in rows}
+
+
+async def room_presence(conn: Conn, room: str) -> dict[str, int]:
+    """Online members of a room → their live connection counts."""
+    rows = await conn.fetch(
+        """SELECT m.user_id, count(*) AS n FROM memberships m
+           JOIN connections c ON c.user_id = m.user_id AND c.closed_at IS NULL
+           WHERE m.room = $1 GROUP BY m.user_id""",
+        room,
+    )
+    return {r["user_id"]: int(r["n"]) for r in rows}
+
+
+async def conn_rows(conn: Conn, conns: Iterable[str]) -> dict[str, tuple[str, str, bool]]:
+    """conn → (user, node, live)."""
+    rows = await conn.fetch(
+        "SELECT conn, user_id, node, closed_at IS NULL AS live FROM connections WHERE conn = ANY($1)",
+        list(conns),
+    )
+    return {r["conn"]: (r["user_id"], r["node"], r["live"]) for r in rows}
+
+
+async def live_conns(conn: Conn) -> list[tuple[str, str, str]]:
+    """Every live (conn, user, node)."""
+    rows = await conn.fetch(
+        "SELECT conn, user_id, node FROM connections WHERE closed_at IS NULL ORDER BY conn"
+    )
+    return [(r["conn"], r["user_id"], r["node"]) for r in rows]
+
+
+async def all_member_users(conn: Conn) -> list[str]:
+    return [
+        r["user_id"]
+        for r in await conn.fetch("SELECT DISTINCT user_id FROM memberships ORDER BY user_id")
+    ]
+
+
+async def truncate(conn: Conn) -> None:
+    """Empty every projection table (rebuild)."""
+    await conn.execute("TRUNCATE memberships, rooms, connections")
+
+
+async def snapshot(conn: Conn) -> dict[str, Any]:
+    """The whole durable projection as plain data (rebuild and crash tests compare these)."""
+    rooms = [dict(r) for r in await conn.fetch("SELECT * FROM rooms ORDER BY id")]
+    mems = [
+        (r["room"], r["user_id"], r["since_seq"])
+        for r in await conn.fetch("SELECT * FROM memberships ORDER BY room, user_id")
+    ]
+    conns = [
+        (r["conn"], r["user_id"], r["node"], r["live"])
+        for r in await conn.fetch(
+            "SELECT conn, user_id, node, closed_at IS NULL AS live FROM connections ORDER BY conn"
+        )
+    ]
+    return {"rooms": rooms, "memberships": mems, "connections": conns}
