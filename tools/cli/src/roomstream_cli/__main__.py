@@ -1,10 +1,33 @@
-"""Entry point of the `roomstream` command (placeholder)."""
+"""Entry point of the `roomstream` command: `up`, `token`, `schema`, `bench`."""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 
-def main() -> None:
-    raise SystemExit("not implemented yet")
+from . import schema_cmd, token_cmd, up
+from .bench.command import add_parser as add_bench_parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="roomstream",
+        description="roomstream: run the system locally, mint development tokens, export "
+        "schemas, benchmark the gateways.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up.add_parser(sub)
+    token_cmd.add_parser(sub)
+    schema_cmd.add_parser(sub)
+    add_bench_parser(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,294 @@
+"""`roomstream bench`: N clients in R rooms over the gateways, a fixed total publish rate.
+
+1. Creates the rooms (rooms API; straight into the log when the rooms service is absent).
+2. Finds the gateway processes (`--gateway-pids`, else the node records in Redis, which carry
+   `pid`) and reads their RSS.
+3. Starts `--workers` load-generator processes (`worker`), which connect their share of the
+   clients (round-robin over the gateway URLs) and join each client's room.
+4. Reads the gateways' RSS again (RSS per connection), schedules warm-up and measurement, samples
+   the gateways' CPU time (utime+stime) at the window's edges, and collects the workers' counts.
+5. Prints deliveries/s, loss, duplicates, latency p50/p99/max, CPU µs per delivered frame and RSS
+   KB per connection (JSON with `--json`).
+
+The load generator runs on the same cores as the gateways and Redis: its CPU is not counted in
+the gateways' figures, but it competes with them for the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from ..common import DEFAULT_REDIS_URL, env_namespace, env_redis_url, jwt_secret, stream_keys
+from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
+from . import procstat
+from .stats import Histogram
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="fan-out benchmark over the gateways",
+        description="N clients in R rooms over the gateways, a fixed total publish rate; prints "
+        "deliveries/s, loss, duplicates, latency, gateway CPU µs per frame and RSS KB per "
+        "connection.",
+    )
+    p.add_argument(
+        "--urls",
+        default="ws://127.0.0.1:8000/ws,ws://127.0.0.1:8001/ws",
+        help="comma-separated gateway WebSocket URLs (both local gateways)",
+    )
+    p.add_argument("--clients", type=int, default=1000)
+    p.add_argument("--rooms", type=int, default=20)
+    p.add_argument("--rate", type=float, default=400.0, help="messages/s in total (400)")
+    p.add_argument("--duration", type=float, default=30.0, help="measured seconds (30)")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (5)")
+    p.add_argument("--drain", type=float, default=3.0, help="seconds to wait for stragglers")
+    p.add_argument("--workers", type=int, default=2, help="load-generator processes (2)")
+    p.add_argument("--room-prefix", default="bench", help="rooms PREFIX-0 … PREFIX-(R-1)")
+    p.add_argument("--user-prefix", default="bench", help="users PREFIX-u0 …")
+    p.add_argument("--rooms-url", default=os.environ.get("ROOMSTREAM_ROOMS_URL", ""))
+    p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
+    p.add_argument("--namespace", default=env_namespace())
+    p.add_argument("--gateway-pids", default="", help="comma-separated; default: node records")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+@dataclass(slots=True)
+class Result:
+    clients: int
+    rooms: int
+    gateways: int
+    rate: float
+    duration_s: float
+    published: int
+    expected_deliveries: int
+    received_deliveries: int
+    loss: int
+    loss_ratio: float
+    duplicates: int
+    deliveries_per_s: float
+    latency_p50_ms: float | None
+    latency_p99_ms: float | None
+    latency_max_ms: float | None
+    gateway_cpu_us_per_frame: float | None
+    gateway_cpu_percent: float | None
+    rss_kb_per_connection: float | None
+    send_errors: int
+    reconnects: int
+    gateway_pids: list[int]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(_bench(args))
+    except ImportError:  # pragma: no cover
+        return asyncio.run(_bench(args))
+
+
+def _log(line: str) -> None:
+    print(f"bench: {line}", file=sys.stderr, flush=True)
+
+
+async def _bench(args: argparse.Namespace) -> int:
+    urls = [u.strip() for u in args.urls.split(",") if u.strip()]
+    rooms = [f"{args.room_prefix}-{i}" for i in range(args.rooms)]
+    workers = max(1, min(args.workers, args.clients))
+    redis = aioredis.Redis.from_url(args.redis_url)
+    try:
+        await _create_rooms(redis, args, rooms)
+        pids = await _gateway_pids(redis, args)
+    finally:
+        await redis.aclose()
+    if not pids:
+        _log("no gateway process found: CPU and RSS figures are left out (see --gateway-pids)")
+    rss_before = _rss(pids)
+
+    procs = [await _start_worker(args, urls, rooms, w, workers) for w in range(workers)]
+    try:
+        ready = sum([int((await _read(p, 600))["ready"]) for p in procs])
+        _log(f"{ready} clients connected and joined over {len(urls)} gateway(s)")
+        await asyncio.sleep(1.0)  # let the joins' fan-out settle before measuring memory
+        rss_after = _rss(pids)
+        now = time.time()
+        schedule = {
+            "start": now + 0.5,
+            "measure_start": now + 0.5 + args.warmup,
+            "measure_end": now + 0.5 + args.warmup + args.duration,
+            "drain_end": now + 0.5 + args.warmup + args.duration + args.drain,
+        }
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(orjson.dumps(schedule) + b"\n")
+            await p.stdin.drain()
+        await asyncio.sleep(max(0.0, schedule["measure_start"] - time.time()))
+        cpu_start = _cpu(pids)
+        await asyncio.sleep(max(0.0, schedule["measure_end"] - time.time()))
+        cpu_end = _cpu(pids)
+        reports = [await _read(p, args.drain + 120) for p in procs]
+    finally:
+        for p in procs:
+            if p.returncode is None:
+                p.kill()
+            await p.wait()
+
+    result = _summarize(
+        args, rooms, ready, reports, pids, rss_before, rss_after, cpu_start, cpu_end
+    )
+    if args.json:
+        print(orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print(result)
+    return 0
+
+
+async def _create_rooms(redis: aioredis.Redis, args: argparse.Namespace, rooms: list[str]) -> None:
+    secret = jwt_secret()
+    for room in rooms:
+        if args.rooms_url:
+            try:
+                await create_room_api(args.rooms_url, room, room, secret)
+                continue
+            except RoomsApiUnavailable as exc:
+                _log(f"rooms API unavailable ({exc}); creating rooms directly in the log")
+                args.rooms_url = ""
+        await create_room_direct(redis, stream_keys(args.namespace), room, room)
+
+
+async def _gateway_pids(redis: aioredis.Redis, args: argparse.Namespace) -> list[int]:
+    if args.gateway_pids:
+        return [int(p) for p in args.gateway_pids.split(",") if p.strip()]
+    keys = stream_keys(args.namespace)
+    pids = []
+    for node in await redis.zrange(keys.nodes(), 0, -1):
+        name = node.decode() if isinstance(node, bytes) else str(node)
+        record = await redis.hgetall(keys.node(name))
+        if record.get(b"kind") == b"gateway" and record.get(b"pid"):
+            pid = int(record[b"pid"])
+            if procstat.alive(pid):
+                pids.append(pid)
+    return sorted(set(pids))
+
+
+def _rss(pids: list[int]) -> int:
+    return sum(procstat.rss_kb(p) for p in pids if procstat.alive(p))
+
+
+def _cpu(pids: list[int]) -> float:
+    return sum(procstat.cpu_seconds(p) for p in pids if procstat.alive(p))
+
+
+async def _start_worker(
+    args: argparse.Namespace, urls: list[str], rooms: list[str], w: int, workers: int
+) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "roomstream_cli.bench.worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    config = {
+        "urls": urls,
+        "rooms": rooms,
+        "secret": jwt_secret(),
+        "user_prefix": args.user_prefix,
+        "indices": list(range(w, args.clients, workers)),
+        "rate": args.rate / workers,
+    }
+    assert proc.stdin is not None
+    proc.stdin.write(orjson.dumps(config) + b"\n")
+    await proc.stdin.drain()
+    return proc
+
+
+async def _read(proc: asyncio.subprocess.Process, wait_s: float) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), wait_s)
+    if not line:
+        raise SystemExit(f"bench: a worker exited with {await proc.wait()}")
+    doc: dict[str, Any] = orjson.loads(line)
+    return doc
+
+
+def _summarize(
+    args: argparse.Namespace,
+    rooms: list[str],
+    clients: int,
+    reports: list[dict[str, Any]],
+    pids: list[int],
+    rss_before: int,
+    rss_after: int,
+    cpu_start: float,
+    cpu_end: float,
+) -> Result:
+    members = {room: 0 for room in rooms}
+    for i in range(args.clients):
+        members[rooms[i % len(rooms)]] += 1
+    published: dict[str, int] = {}
+    latency = Histogram()
+    for r in reports:
+        for room, n in r["published"].items():
+            published[room] = published.get(room, 0) + n
+        latency.merge(Histogram.from_json(r["latency"]))
+    expected = sum(n * members[room] for room, n in published.items())
+    received = sum(int(r["measured_received"]) for r in reports)
+    frames = sum(int(r["window_frames"]) for r in reports)
+    cpu_s = cpu_end - cpu_start
+
+    def ms(value: float | None) -> float | None:
+        return round(value * 1000, 2) if value is not None else None
+
+    return Result(
+        clients=clients,
+        rooms=len(rooms),
+        gateways=len(pids),
+        rate=args.rate,
+        duration_s=args.duration,
+        published=sum(published.values()),
+        expected_deliveries=expected,
+        received_deliveries=received,
+        loss=max(0, expected - received),
+        loss_ratio=round(max(0, expected - received) / expected, 6) if expected else 0.0,
+        duplicates=sum(int(r["duplicates"]) for r in reports),
+        deliveries_per_s=round(frames / args.duration, 1),
+        latency_p50_ms=ms(latency.percentile(50)),
+        latency_p99_ms=ms(latency.percentile(99)),
+        latency_max_ms=ms(latency.max_s if latency.count else None),
+        gateway_cpu_us_per_frame=round(cpu_s * 1e6 / frames, 2) if pids and frames else None,
+        gateway_cpu_percent=round(100 * cpu_s / args.duration, 1) if pids else None,
+        rss_kb_per_connection=round((rss_after - rss_before) / clients, 2)
+        if pids and clients
+        else None,
+        send_errors=sum(int(r["send_errors"]) for r in reports),
+        reconnects=sum(int(r["reconnects"]) for r in reports),
+        gateway_pids=pids,
+    )
+
+
+def _print(r: Result) -> None:
+    lines = [
+        f"clients {r.clients} over {r.gateways} gateway process(es), {r.rooms} rooms, "
+        f"{r.rate:g} msg/s for {r.duration_s:g} s",
+        f"published         {r.published} messages (send errors {r.send_errors})",
+        f"deliveries/s      {r.deliveries_per_s:,.0f}",
+        f"loss              {r.loss} of {r.expected_deliveries} ({100 * r.loss_ratio:.3f} %)",
+        f"duplicates        {r.duplicates}",
+        f"latency ms        p50 {r.latency_p50_ms}  p99 {r.latency_p99_ms}  max {r.latency_max_ms}",
+        f"gateway CPU       {r.gateway_cpu_us_per_frame} µs per delivered frame "
+        f"({r.gateway_cpu_percent} % of one core, all gateways)",
+        f"gateway RSS       {r.rss_kb_per_connection} KB per connection",
+        f"reconnects        {r.reconnects}",
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,180 @@
+"""A load-generator process of `roomstream bench`: many clients on one event loop.
+
+Talks to the orchestrator with JSON lines: reads its config on stdin, prints
+`{"ready": N}` once its clients are connected and joined, reads the schedule
+`{"start", "measure_start", "measure_end", "drain_end"}` (wall-clock seconds), publishes its share
+of the rate from `start` to `measure_end`, counts what its clients receive, and prints its results
+at `drain_end`.
+
+Message texts are `b|SEND_TIME|M`: the send time (time.time()) and whether the message belongs
+to the measured window (M=1) or the warm-up (M=0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from roomstream_client import Backoff, Client, ClientError, Event
+from roomstream_kit.auth import issue_token
+
+from .stats import Histogram
+
+TICK_S = 0.005
+
+
+@dataclass(slots=True)
+class Counters:
+    measure_start: float = float("inf")
+    measure_end: float = float("inf")
+    window_frames: int = 0
+    """Message frames received inside the measured window (deliveries/s, CPU per frame)."""
+    measured_received: int = 0
+    """Receipts of measured messages (loss)."""
+    latency: Histogram = field(default_factory=Histogram)
+    published: dict[str, int] = field(default_factory=dict)
+    send_errors: int = 0
+
+
+def _on_event(counters: Counters) -> Any:
+    def handle(event: Event) -> None:
+        if event.type != "event" or event.kind != "message":
+            return
+        now = time.time()
+        c = counters
+        if c.measure_start <= now < c.measure_end:
+            c.window_frames += 1
+        text = event.data.get("text", "")
+        if not text.startswith("b|") or not text.endswith("|1"):
+            return
+        c.measured_received += 1
+        c.latency.add(now - float(text[2:-2]))
+
+    return handle
+
+
+async def _connect_all(
+    config: dict[str, Any], counters: Counters
+) -> tuple[list[Client], dict[str, Client]]:
+    urls: list[str] = config["urls"]
+    rooms: list[str] = config["rooms"]
+    secret: str = config["secret"]
+    prefix: str = config["user_prefix"]
+    gate = asyncio.Semaphore(int(config.get("connect_concurrency", 50)))
+    handler = _on_event(counters)
+    clients: list[Client] = []
+    publishers: dict[str, Client] = {}
+
+    async def one(i: int) -> None:
+        first = i % len(urls)
+        ordered = urls[first:] + urls[:first]
+        room = rooms[i % len(rooms)]
+        token = issue_token(secret, f"{prefix}-u{i}", ttl_s=24 * 3600)
+        client = Client(
+            ordered,
+            token,
+            ping_interval=None,
+            on_event=handler,
+            backoff=Backoff(base=0.2, cap=5.0),
+            connect_timeout=120.0,
+            request_timeout=120.0,
+        )
+        async with gate:
+            await client.connect()
+            await client.join(room)
+        clients.append(client)
+        publishers.setdefault(room, client)
+
+    await asyncio.gather(*(one(i) for i in config["indices"]))
+    return clients, publishers
+
+
+async def _publish(
+    publishers: dict[str, Client], rate: float, schedule: dict[str, float], c: Counters
+) -> None:
+    rooms = sorted(publishers)
+    if not rooms or rate <= 0:
+        return
+    start, end = schedule["start"], schedule["measure_end"]
+    sent = 0
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def send_one(room: str, measured: bool) -> None:
+        text = f"b|{time.time():.6f}|{1 if measured else 0}"
+        try:
+            await publishers[room].send(room, text)
+        except (ClientError, TimeoutError):
+            c.send_errors += 1
+            return
+        if measured:
+            c.published[room] = c.published.get(room, 0) + 1
+
+    await asyncio.sleep(max(0.0, start - time.time()))
+    while True:
+        now = time.time()
+        if now >= end:
+            break
+        due = int((now - start) * rate) - sent
+        for _ in range(due):
+            room = rooms[sent % len(rooms)]
+            measured = c.measure_start <= now < c.measure_end
+            task = asyncio.create_task(send_one(room, measured))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.sleep(TICK_S)
+    if tasks:
+        await asyncio.wait(tasks, timeout=30)
+
+
+async def _main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    config = orjson.loads(await reader.readline())
+    counters = Counters()
+    clients, publishers = await _connect_all(config, counters)
+    _emit({"ready": len(clients)})
+    schedule = orjson.loads(await reader.readline())
+    counters.measure_start = schedule["measure_start"]
+    counters.measure_end = schedule["measure_end"]
+    await _publish(publishers, float(config["rate"]), schedule, counters)
+    await asyncio.sleep(max(0.0, schedule["drain_end"] - time.time()))
+    duplicates = sum(client.sequencer.duplicates for client in clients)
+    reconnects = sum(client.stats.reconnects for client in clients)
+    _emit(
+        {
+            "window_frames": counters.window_frames,
+            "measured_received": counters.measured_received,
+            "published": counters.published,
+            "send_errors": counters.send_errors,
+            "duplicates": duplicates,
+            "reconnects": reconnects,
+            "latency": counters.latency.to_json(),
+        }
+    )
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), 10)
+
+
+def _emit(doc: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    try:
+        import uvloop
+
+        uvloop.run(_main())
+    except ImportError:  # pragma: no cover
+        asyncio.run(_main())
+
+
+if __name__ == "__main__":
+    main()
