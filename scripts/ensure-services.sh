@@ -45,6 +45,19 @@ if ! pg_ok; then
 fi
 echo "ensure-services: Redis and PostgreSQL answer" >&2
 
+# Deployment tests (tests/deploy): the real load balancer (HAProxy), the offline compose.yaml
+# validator (Debian's docker-compose runs `config` without an engine) and redis-cli for the
+# Redis Cluster fixture. Installed from Debian's packages when missing.
+deploy_pkgs=()
+command -v haproxy >/dev/null 2>&1 || deploy_pkgs+=(haproxy)
+command -v docker-compose >/dev/null 2>&1 || deploy_pkgs+=(docker-compose)
+command -v redis-cli >/dev/null 2>&1 || deploy_pkgs+=(redis-tools)
+if [ ${#deploy_pkgs[@]} -gt 0 ]; then
+  echo "ensure-services: installing ${deploy_pkgs[*]}" >&2
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${deploy_pkgs[@]}") >/dev/null 2>&1 \
+    || echo "ensure-services: could not install ${deploy_pkgs[*]} (tests/deploy will fail)" >&2
+fi
+
 # Headless Chromium for the dashboard test (tests/monitor): Debian's package, driven by Playwright.
 if ! command -v chromium >/dev/null 2>&1; then
   echo "ensure-services: installing chromium" >&2
