@@ -18,10 +18,10 @@ T = TypeVar("T")
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[T | None]], timeout: float = 60.0, what: str = "condition"
+    check: Callable[[], Awaitable[T | None]], deadline_s: float = 60.0, what: str = "condition"
 ) -> T:
     """Poll `check` until it returns something truthy (generous deadline: the machine is shared)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + deadline_s
     last: Any = None
     while time.monotonic() < deadline:
         try:
