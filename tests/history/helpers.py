@@ -61,7 +61,9 @@ def envelope(
 
 
 async def send(log: EventLog, room: str, user: str, text: str, *, ts: int | None = None) -> int:
-    env = envelope(EventKind.MESSAGE, room, user, {"text": text, "client_id": new_event_id()}, ts=ts)
+    env = envelope(
+        EventKind.MESSAGE, room, user, {"text": text, "client_id": new_event_id()}, ts=ts
+    )
     result = await log.append(env, room_check=RoomCheck.EXISTS)
     assert result.ok and result.seq is not None, result
     return result.seq
@@ -82,10 +84,10 @@ async def delete(log: EventLog, room: str, user: str, target: int) -> int:
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], deadline_s: float = 60.0, what: str = "condition"
 ) -> None:
     """Poll until `check()` holds (generous deadline: the machine is shared)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if await check():
             return
@@ -93,9 +95,7 @@ async def wait_for(
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def get_messages(
-    url: str, room: str, token: str, **params: Any
-) -> httpx.Response:
+async def get_messages(url: str, room: str, token: str, **params: Any) -> httpx.Response:
     async with httpx.AsyncClient(timeout=10) as http:
         return await http.get(
             f"{url}/rooms/{room}/messages",

@@ -1,0 +1,149 @@
+"""The history HTTP API against a real history process: pages, edits/deletes, access, bad input."""
+
+from __future__ import annotations
+
+import httpx
+from roomstream_kit.eventlog import EventLog
+
+from tests.conftest import Cluster, make_token, service_token
+from tests.history.helpers import create_room, delete, edit, get_messages, send, wait_for
+
+SVC = service_token()
+
+
+async def _persisted(url: str, room: str, seq: int) -> bool:
+    r = await get_messages(url, room, SVC, after=seq - 1, limit=1)
+    return r.status_code == 200 and any(e["seq"] == seq for e in r.json()["events"])
+
+
+async def _all_pages(url: str, room: str, token: str, limit: int) -> list[list[dict]]:
+    """Walk the history backwards page by page, as a client scrolling up."""
+    pages: list[list[dict]] = []
+    before = None
+    while True:
+        r = await get_messages(url, room, token, before=before, limit=limit)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages.append(body["events"])
+        if not body["more"]:
+            return pages
+        before = body["events"][0]["seq"]
+
+
+async def test_pages_edits_deletes_and_access(cluster: Cluster, eventlog: EventLog) -> None:
+    hist = cluster.start("roomstream_history", name="history")
+    await create_room(eventlog, "pub", "alice")
+    await create_room(eventlog, "priv", "alice", kind="private", members=["bob"])
+    seqs = [await send(eventlog, "pub", "alice", f"m{i}") for i in range(23)]
+    e1 = await edit(eventlog, "pub", "alice", seqs[4], "first edit")
+    e2 = await edit(eventlog, "pub", "alice", seqs[4], "second edit")
+    d1 = await delete(eventlog, "pub", "alice", seqs[7])
+    await edit(eventlog, "pub", "alice", seqs[7], "edit after delete")
+    last = await send(eventlog, "priv", "bob", "secret")
+    top = await send(eventlog, "pub", "alice", "last")
+    await wait_for(lambda: _persisted(hist.url, "pub", top), what="pub persisted")
+    await wait_for(lambda: _persisted(hist.url, "priv", last), what="priv persisted")
+
+    # Pages of 5, newest first, ascending within: together exactly seq 1..top, once each.
+    pages = await _all_pages(hist.url, "pub", make_token("carol"), 5)
+    for page in pages:
+        assert [e["seq"] for e in page] == sorted(e["seq"] for e in page)
+        assert len(page) == 5 or page is pages[-1]
+    flat = [e for page in reversed(pages) for e in page]
+    assert [e["seq"] for e in flat] == list(range(1, top + 1))
+    by_seq = {e["seq"]: e for e in flat}
+    assert by_seq[seqs[4]]["data"]["text"] == "second edit"
+    assert by_seq[seqs[4]]["data"]["edited"] is True
+    deleted = by_seq[seqs[7]]["data"]
+    assert deleted["deleted"] is True and "text" not in deleted
+    assert by_seq[seqs[5]]["data"] == {
+        "text": "m5",
+        "client_id": by_seq[seqs[5]]["data"]["client_id"],
+    }
+    assert by_seq[e1]["kind"] == by_seq[e2]["kind"] == "message_edited"
+    assert by_seq[d1]["kind"] == "message_deleted"
+    # The edits of a deleted message do not keep its text either.
+    assert all("text" not in by_seq[s]["data"] for s in (d1 + 1,))
+
+    # Deep replay: after=N pages forward with a correct `more`.
+    got: list[int] = []
+    after = 3
+    while True:
+        r = await get_messages(hist.url, "pub", SVC, after=after, limit=7)
+        body = r.json()
+        got += [e["seq"] for e in body["events"]]
+        if not body["more"]:
+            break
+        after = body["events"][-1]["seq"]
+    assert got == list(range(4, top + 1))
+
+    # Private room: members only (403 forbidden), service tokens read everything.
+    r = await get_messages(hist.url, "priv", make_token("mallory"))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    for token in (make_token("bob"), make_token("alice"), SVC):
+        r = await get_messages(hist.url, "priv", token)
+        assert r.status_code == 200
+        assert [e["data"].get("text") for e in r.json()["events"]][-1] == "secret"
+
+    # The cached latest page stays correct when new events arrive.
+    first = (await get_messages(hist.url, "pub", SVC)).json()
+    again = (await get_messages(hist.url, "pub", SVC)).json()
+    assert first == again and first["events"][-1]["seq"] == top
+    newer = await send(eventlog, "pub", "alice", "newest")
+    await edit(eventlog, "pub", "alice", top, "last, edited")
+
+    async def latest_is_fresh() -> bool:
+        body = (await get_messages(hist.url, "pub", SVC)).json()
+        return (
+            body["events"][-1]["seq"] == newer + 1
+            and body["events"][-3]["data"].get("text") == "last, edited"
+        )
+
+    await wait_for(latest_is_fresh, what="latest page refreshed")
+    body = (await get_messages(hist.url, "pub", SVC)).json()
+    assert len(body["events"]) == newer + 1 and body["more"] is False
+
+
+async def test_bad_input_gets_4xx_and_service_keeps_running(
+    cluster: Cluster, eventlog: EventLog
+) -> None:
+    hist = cluster.start("roomstream_history", name="history")
+    await create_room(eventlog, "room", "alice")
+    cases = [
+        ({"limit": "-1"}, 400),
+        ({"limit": "abc"}, 400),
+        ({"limit": "1.5"}, 400),
+        ({"limit": "0"}, 400),
+        ({"limit": "201"}, 400),
+        ({"limit": "99999999999999999999999"}, 400),
+        ({"before": "-5"}, 400),
+        ({"before": "x"}, 400),
+        ({"after": "-1"}, 400),
+        ({"before": "١٢"}, 400),  # non-ASCII digits
+    ]
+    for params, status in cases:
+        r = await get_messages(hist.url, "room", SVC, **params)
+        assert r.status_code == status, (params, r.text)
+        assert r.json()["error"]["code"] == "bad_request"
+    r = await get_messages(hist.url, "no-such-room", SVC)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = await get_messages(hist.url, "Bad Room!", SVC)
+    assert r.status_code in (400, 404)
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{hist.url}/rooms/room/messages")
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        r = await http.get(
+            f"{hist.url}/rooms/room/messages", headers={"authorization": "Bearer nonsense"}
+        )
+        assert r.status_code == 401
+        r = await http.get(
+            f"{hist.url}/rooms/room/recovery",
+            params={"since": "-2"},
+            headers={"authorization": f"Bearer {SVC}"},
+        )
+        assert r.status_code == 400
+        metrics = (await http.get(f"{hist.url}/metrics")).text
+        assert 'roomstream_history_api_errors_total{code="bad_request"' in metrics
+    assert hist.running
+    r = await get_messages(hist.url, "room", SVC, limit=200)
+    assert r.status_code == 200 and r.json()["events"][0]["kind"] == "room_created"
