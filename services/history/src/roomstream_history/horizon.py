@@ -68,9 +68,16 @@ def trim_minid(
     return minid
 
 
-def horizon_distance(entries_read: int | None, entries_added: int, length: int) -> int | None:
+def horizon_distance(
+    group: GroupState, entries_added: int, length: int, first_entry: StreamId | None
+) -> int | None:
     """Processed entries of a group that are still in the stream: how far it is ahead of the
-    stream's first entry, i.e. of the trimming horizon (0 means trimming has caught up with it)."""
-    if entries_read is None:
-        return None
-    return max(0, entries_read - (entries_added - length))
+    stream's first entry, i.e. of the trimming horizon (0 means trimming has caught up with it).
+    None when Redis cannot tell (its `entries-read` counter is unknown)."""
+    if first_entry is None or group.last_delivered < first_entry:
+        return 0
+    if group.entries_read is not None:
+        return max(0, group.entries_read - (entries_added - length))
+    if group.lag is not None:
+        return max(0, length - group.lag)
+    return None

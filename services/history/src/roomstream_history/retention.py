@@ -62,8 +62,10 @@ class StreamTrimmer:
             return 0
         length = int(info["length"])
         added = int(info.get("entries-added") or length)
+        first = info.get("first-entry")
+        first_id = parse_id(first[0]) if first else None
         for g in groups:
-            dist = horizon_distance(g.entries_read, added, length)
+            dist = horizon_distance(g, added, length, first_id)
             if dist is not None:
                 self.metrics.horizon[(stream, g.name)] = dist
             lag = (
