@@ -53,8 +53,6 @@ def create_app(settings: MonitorSettings) -> Starlette:
     registry = Registry(redis, settings.keys)
     collector_ref: list[Collector] = []
     metrics = MonitorMetrics(lambda: collector_ref[0].fresh_snapshot() if collector_ref else None)
-    collector = Collector(settings, redis, registry, metrics)
-    collector_ref.append(collector)
     detector = DeadNodeDetector(
         registry,
         EventLog.from_settings(redis, settings),
@@ -63,6 +61,8 @@ def create_app(settings: MonitorSettings) -> Starlette:
         timeout_s=settings.node_timeout_s,
         keep_failed_s=settings.failed_keep_s,
     )
+    collector = Collector(settings, redis, registry, metrics, on_redis_error=detector.redis_failed)
+    collector_ref.append(collector)
     counter = MessageCounter(redis, settings.namespace, settings.rate_window_s, metrics)
     consumer = LogConsumer(
         settings, redis, group=CONSUMER_GROUP, consumer=node, handler=counter.handle

@@ -6,6 +6,10 @@ wins). The winner appends one `node_failed` event (data: node, last_seen_ms), sh
 rooms service reacts to it. Deregistered nodes (clean SIGTERM) are no longer in the zset and are
 never reported.
 
+After Redis was unreachable (and at start) the detector declares nobody dead until Redis has
+answered for a whole `node_timeout_s`: during an outage no node can heartbeat, so right after it
+every node looks stale; a node is dead only if it missed a full timeout while Redis was reachable.
+
 Trade-off: the claim and the append are two steps. An append that fails because Redis is briefly
 away is retried here until it succeeds; a monitor that crashes between the two loses that one
 report (at most once rather than a possible duplicate).
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from roomstream_contracts.events import Envelope, EventKind, NodeFailedData
 from roomstream_contracts.ids import new_event_id, now_ms
@@ -44,13 +49,27 @@ class DeadNodeDetector:
         self.monitor_node = monitor_node
         self.timeout_s = timeout_s
         self.keep_failed_s = keep_failed_s
+        self._reachable_since: float | None = None
+        """monotonic time since which every check reached Redis (None: the last one failed)."""
+
+    def redis_failed(self) -> None:
+        """Redis was unreachable: restart the grace period."""
+        self._reachable_since = None
 
     async def check(self) -> list[str]:
         """One pass; the nodes this instance declared dead."""
         now = now_ms()
         deadline = now - int(self.timeout_s * 1000)
+        stale = await self.registry.stale(deadline)
+        mono = time.monotonic()
+        if self._reachable_since is None:
+            self._reachable_since = mono
+        if mono - self._reachable_since < self.timeout_s:
+            return []  # nodes have not had a full timeout with Redis reachable yet
         declared = []
-        for node, _ in await self.registry.stale(deadline):
+        for node, _ in stale:
+            if node == self.monitor_node:
+                continue
             last_seen = await self.registry.claim(node, deadline)
             if last_seen is None:
                 continue  # another monitor won, or the node beat again meanwhile
@@ -72,6 +91,7 @@ class DeadNodeDetector:
                 await self.eventlog.append(envelope)
                 break
             except REDIS_DOWN_ERRORS as exc:
+                self.redis_failed()
                 log.warning("node_failed append for %s failed (%s); retrying", node, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -92,6 +112,7 @@ class DeadNodeDetector:
             try:
                 await self.check()
             except REDIS_DOWN_ERRORS as exc:
+                self.redis_failed()
                 self.metrics.errors.add(1, {"kind": "redis"})
                 log.warning("dead-node check failed: %s", exc)
             except Exception:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -74,6 +75,7 @@ class Collector:
         metrics: MonitorMetrics,
         *,
         history: int = 600,
+        on_redis_error: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -81,6 +83,7 @@ class Collector:
         self.registry = registry
         self.metrics = metrics
         self.snapshot: dict[str, Any] | None = None
+        self.on_redis_error = on_redis_error or (lambda: None)
         self.history: deque[dict[str, Any]] = deque(maxlen=history)
         self._http = httpx.AsyncClient(timeout=settings.scrape_timeout_s)
         self._latency_prev: dict[str, latency.Buckets] = {}
@@ -217,6 +220,7 @@ class Collector:
             try:
                 await self.collect()
             except REDIS_DOWN_ERRORS as exc:
+                self.on_redis_error()
                 self.metrics.errors.add(1, {"kind": "redis"})
                 log.warning("stats refresh failed: %s", exc)
             except Exception:
