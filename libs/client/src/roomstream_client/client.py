@@ -170,7 +170,8 @@ class Client:
         if self._runner is not None:
             raise RuntimeError("already connected")
         ws, welcome = await self._open_with_retry(time.monotonic() + self.connect_timeout)
-        self._runner = asyncio.create_task(self._run(ws, welcome), name="roomstream-client")
+        self._attach(ws, welcome)
+        self._runner = asyncio.create_task(self._run(ws), name="roomstream-client")
         return welcome
 
     async def close(self) -> None:
@@ -404,11 +405,10 @@ class Client:
             raise InvalidHandshake(f"no welcome from {url}: {exc}") from None
         return ws, welcome
 
-    async def _run(self, ws: ClientConnection, welcome: WelcomeFrame) -> None:
+    async def _run(self, ws: ClientConnection) -> None:
         """Serve connections until closed or a fatal close code."""
         try:
             while True:
-                self._attach(ws, welcome)
                 code, reason = await self._read(ws)
                 self._connected.clear()
                 self._ws = None
@@ -422,6 +422,7 @@ class Client:
                 await asyncio.sleep(self.backoff.next_delay())
                 ws, welcome = await self._open_with_retry(deadline=float("inf"))
                 self.stats.reconnects += 1
+                self._attach(ws, welcome)
         except ConnectionClosedFatal as exc:
             self._fatal = exc
             self._closed = True
