@@ -39,7 +39,7 @@ async def test_gateway_sigkill_behind_the_load_balancer(cluster: Cluster, tmp_pa
         victim = deployment.gateways[0]
         victims = [c for c in chatters if c.node == "gateway-1"]
         assert victims
-        victim.kill()  # SIGKILL: no close frames, no deregistration
+        await asyncio.to_thread(victim.kill)  # SIGKILL: no close frames, no deregistration
 
         await asyncio.wait_for(asyncio.gather(*senders), timeout=120)
         assert sum(len(c.acked) for c in chatters) == total
