@@ -100,7 +100,9 @@ async def apply_conn_change(conn: Conn, change: ConnChange) -> list[tuple[str, s
     """Apply one connection change; returns the (conn, user, node) rows it may have altered."""
     if isinstance(change, OpenConn):
         await conn.execute(
-            """INSERT INTO connections (conn, user_id, node, opened_at) VALUES ($1, $2, $3, $4)
+            """INSERT INTO connections (conn, user_id, node, opened_at, closed_at)
+               VALUES ($1, $2, $3, $4,
+                       (SELECT failed_at FROM node_failures WHERE node = $3 AND failed_at >= $4))
                ON CONFLICT (conn) DO NOTHING""",
             change.conn,
             change.user,
@@ -120,6 +122,12 @@ async def apply_conn_change(conn: Conn, change: ConnChange) -> list[tuple[str, s
         )
         return [(change.conn, change.user, change.node)]
     assert isinstance(change, FailNode)
+    await conn.execute(
+        """INSERT INTO node_failures (node, failed_at) VALUES ($1, $2) ON CONFLICT (node)
+           DO UPDATE SET failed_at = GREATEST(node_failures.failed_at, EXCLUDED.failed_at)""",
+        change.node,
+        change.ts,
+    )
     rows = await conn.fetch(
         """UPDATE connections SET closed_at = $2
            WHERE node = $1 AND closed_at IS NULL AND COALESCE(opened_at, 0) <= $2
@@ -249,7 +257,7 @@ async def all_member_users(conn: Conn) -> list[str]:
 
 async def truncate(conn: Conn) -> None:
     """Empty every projection table (rebuild)."""
-    await conn.execute("TRUNCATE memberships, rooms, connections")
+    await conn.execute("TRUNCATE memberships, rooms, connections, node_failures")
 
 
 async def snapshot(conn: Conn) -> dict[str, Any]:
