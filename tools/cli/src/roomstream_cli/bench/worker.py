@@ -60,7 +60,7 @@ def _on_event(counters: Counters) -> Any:
 
 async def _connect_all(
     config: dict[str, Any], counters: Counters
-) -> tuple[list[Client], dict[str, Client]]:
+) -> tuple[list[Client], dict[str, list[Client]]]:
     urls: list[str] = config["urls"]
     rooms: list[str] = config["rooms"]
     secret: str = config["secret"]
@@ -68,7 +68,7 @@ async def _connect_all(
     gate = asyncio.Semaphore(int(config.get("connect_concurrency", 50)))
     handler = _on_event(counters)
     clients: list[Client] = []
-    publishers: dict[str, Client] = {}
+    publishers: dict[str, list[Client]] = {}
 
     async def one(i: int) -> None:
         first = i % len(urls)
@@ -88,15 +88,17 @@ async def _connect_all(
             await client.connect()
             await client.join(room)
         clients.append(client)
-        publishers.setdefault(room, client)
+        publishers.setdefault(room, []).append(client)
 
     await asyncio.gather(*(one(i) for i in config["indices"]))
     return clients, publishers
 
 
 async def _publish(
-    publishers: dict[str, Client], rate: float, schedule: dict[str, float], c: Counters
+    publishers: dict[str, list[Client]], rate: float, schedule: dict[str, float], c: Counters
 ) -> None:
+    """Publish `rate` messages/s, rooms in turn, each room's clients in turn (so no user comes
+    near the gateway's per-user send budget)."""
     rooms = sorted(publishers)
     if not rooms or rate <= 0:
         return
@@ -104,10 +106,10 @@ async def _publish(
     sent = 0
     tasks: set[asyncio.Task[None]] = set()
 
-    async def send_one(room: str, measured: bool) -> None:
+    async def send_one(room: str, sender: Client, measured: bool) -> None:
         text = f"b|{time.time():.6f}|{1 if measured else 0}"
         try:
-            await publishers[room].send(room, text)
+            await sender.send(room, text)
         except (ClientError, TimeoutError):
             c.send_errors += 1
             return
@@ -122,8 +124,10 @@ async def _publish(
         due = int((now - start) * rate) - sent
         for _ in range(due):
             room = rooms[sent % len(rooms)]
+            senders = publishers[room]
+            sender = senders[(sent // len(rooms)) % len(senders)]
             measured = c.measure_start <= now < c.measure_end
-            task = asyncio.create_task(send_one(room, measured))
+            task = asyncio.create_task(send_one(room, sender, measured))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             sent += 1
@@ -143,9 +147,19 @@ async def _main() -> None:
     schedule = orjson.loads(await reader.readline())
     counters.measure_start = schedule["measure_start"]
     counters.measure_end = schedule["measure_end"]
+
+    def duplicates_so_far() -> int:
+        return sum(client.sequencer.duplicates for client in clients)
+
+    async def duplicates_at_measure_start() -> int:
+        # Joins drop events from before each client's start as "duplicates": count from here on.
+        await asyncio.sleep(max(0.0, counters.measure_start - time.time()))
+        return duplicates_so_far()
+
+    baseline = asyncio.create_task(duplicates_at_measure_start())
     await _publish(publishers, float(config["rate"]), schedule, counters)
     await asyncio.sleep(max(0.0, schedule["drain_end"] - time.time()))
-    duplicates = sum(client.sequencer.duplicates for client in clients)
+    duplicates = duplicates_so_far() - await baseline
     reconnects = sum(client.stats.reconnects for client in clients)
     _emit(
         {
