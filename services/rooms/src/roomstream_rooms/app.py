@@ -48,6 +48,16 @@ async def consumer_lag(redis: AnyRedis, streams: list[str], group: str) -> tuple
     return lag, pending
 
 
+async def _bounded(what: str, step: Awaitable[Any], timeout_s: float) -> bool:
+    """Run one shutdown step, giving up (and saying so) after `timeout_s`: SIGTERM must end."""
+    try:
+        await asyncio.wait_for(step, timeout_s)
+        return True
+    except TimeoutError:
+        log.warning("shutdown: %s did not finish within %.0fs", what, timeout_s)
+        return False
+
+
 def _counting(
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]],
     metrics: RoomsMetrics,
@@ -153,10 +163,11 @@ def create_app(settings: RoomsSettings) -> Starlette:
             lag_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lag_task
-            await consumer.stop()
-            await heartbeat.stop(deregister=True)
-            await redis.aclose()
-            await pool.close()
+            await _bounded("consumer stop", consumer.stop(), 10.0)
+            await _bounded("heartbeat stop", heartbeat.stop(deregister=True), 5.0)
+            await _bounded("redis close", redis.aclose(), 5.0)
+            if not await _bounded("postgres close", pool.close(), 5.0):
+                pool.terminate()
 
     return Starlette(
         routes=routes,
