@@ -83,7 +83,7 @@ class Result:
     gateway_cpu_us_per_frame: float | None
     gateway_cpu_percent: float | None
     rss_kb_per_connection: float | None
-    send_errors: int
+    send_errors: dict[str, int]
     reconnects: int
     gateway_pids: list[int]
 
@@ -198,6 +198,7 @@ async def _start_worker(
         "roomstream_cli.bench.worker",
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        limit=64 * 1024 * 1024,  # the result line carries a latency histogram
     )
     config = {
         "urls": urls,
@@ -271,17 +272,25 @@ def _summarize(
         rss_kb_per_connection=round((rss_after - rss_before) / clients, 2)
         if pids and clients
         else None,
-        send_errors=sum(int(r["send_errors"]) for r in reports),
+        send_errors=_add_counts([r["send_errors"] for r in reports]),
         reconnects=sum(int(r["reconnects"]) for r in reports),
         gateway_pids=pids,
     )
+
+
+def _add_counts(counts: list[dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + int(v)
+    return total
 
 
 def _print(r: Result) -> None:
     lines = [
         f"clients {r.clients} over {r.gateways} gateway process(es), {r.rooms} rooms, "
         f"{r.rate:g} msg/s for {r.duration_s:g} s",
-        f"published         {r.published} messages (send errors {r.send_errors})",
+        f"published         {r.published} acknowledged messages (errors {r.send_errors or 0})",
         f"deliveries/s      {r.deliveries_per_s:,.0f}",
         f"loss              {r.loss} of {r.expected_deliveries} ({100 * r.loss_ratio:.3f} %)",
         f"duplicates        {r.duplicates}",

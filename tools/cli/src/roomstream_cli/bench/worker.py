@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from roomstream_client import Backoff, Client, ClientError, Event
+from roomstream_client import Backoff, Client, ClientError, CommandError, Event
 from roomstream_kit.auth import issue_token
 
 from .stats import Histogram
@@ -38,7 +39,7 @@ class Counters:
     """Receipts of measured messages (loss)."""
     latency: Histogram = field(default_factory=Histogram)
     published: dict[str, int] = field(default_factory=dict)
-    send_errors: int = 0
+    send_errors: dict[str, int] = field(default_factory=dict)
 
 
 def _on_event(counters: Counters) -> Any:
@@ -110,8 +111,12 @@ async def _publish(
         text = f"b|{time.time():.6f}|{1 if measured else 0}"
         try:
             await sender.send(room, text)
-        except (ClientError, TimeoutError):
-            c.send_errors += 1
+        except CommandError as exc:
+            c.send_errors[exc.code] = c.send_errors.get(exc.code, 0) + 1
+            return
+        except (ClientError, TimeoutError) as exc:
+            name = type(exc).__name__
+            c.send_errors[name] = c.send_errors.get(name, 0) + 1
             return
         if measured:
             c.published[room] = c.published.get(room, 0) + 1
@@ -145,6 +150,13 @@ async def _main() -> None:
     clients, publishers = await _connect_all(config, counters)
     _emit({"ready": len(clients)})
     schedule = orjson.loads(await reader.readline())
+
+    async def exit_with_parent() -> None:
+        # The orchestrator closes our stdin when it ends (or dies): stop at once then.
+        await reader.read()
+        os._exit(1)
+
+    watcher = asyncio.create_task(exit_with_parent())
     counters.measure_start = schedule["measure_start"]
     counters.measure_end = schedule["measure_end"]
 
@@ -161,6 +173,7 @@ async def _main() -> None:
     await asyncio.sleep(max(0.0, schedule["drain_end"] - time.time()))
     duplicates = duplicates_so_far() - await baseline
     reconnects = sum(client.stats.reconnects for client in clients)
+    watcher.cancel()
     _emit(
         {
             "window_frames": counters.window_frames,
