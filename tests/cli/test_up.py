@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from roomstream_cli.up.plan import Ports, port_taken
 from roomstream_client import Client
 
 from tests.conftest import REDIS_URL, make_token
+from tests.support.processes import free_port
 
 UP_DEADLINE_S = 180.0
 
@@ -181,3 +184,36 @@ async def test_up_with_a_taken_port_exits_non_zero_naming_it_and_starts_nothing(
     assert processes_of(namespace) == []
     for port in (base, base + 1, base + 200, base + 300):
         assert not port_taken("127.0.0.1", port)
+
+
+async def test_up_embedded_starts_and_stops_its_own_redis_and_postgres(namespace: str) -> None:
+    base = free_base()
+    redis_port, pg_port = free_port(), free_port()
+    # PostgreSQL runs as the `postgres` user when we are root: its folder must be reachable.
+    data = Path(tempfile.mkdtemp(prefix="rs-up-", dir="/tmp"))
+    os.chmod(data, 0o755)
+    runner = Runner(
+        "--embedded", "--port-base", str(base), "--data-dir", str(data),
+        "--redis-port", str(redis_port), "--postgres-port", str(pg_port),
+        env={**up_env(namespace), "REDIS_URL": ""},
+    )  # fmt: skip
+    try:
+        await runner.wait_for_line("roomstream is up", UP_DEADLINE_S)
+        assert f"redis://127.0.0.1:{redis_port}/0 (embedded)" in runner.output
+        assert f"127.0.0.1:{pg_port}/roomstream (embedded)" in runner.output
+        assert (data / "postgres" / "PG_VERSION").exists()
+        async with Client(f"ws://127.0.0.1:{base + 1}/ws", make_token("eve")) as eve:
+            await eve.join("general")
+            ack = await eve.send("general", "on embedded servers")
+            assert ack.seq is not None and ack.seq >= 2
+        runner.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(runner.proc.wait, 90) == 0, runner.output
+        assert processes_of(namespace) == []
+        for port in (redis_port, pg_port, base, base + 100):
+            assert not port_taken("127.0.0.1", port), f"port {port} still in use"
+    finally:
+        if runner.proc.poll() is None:
+            runner.proc.kill()
+        for pid in processes_of(namespace):
+            os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(data, ignore_errors=True)

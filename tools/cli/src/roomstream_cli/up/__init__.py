@@ -51,6 +51,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--redis-port", type=int, default=16379, help="port of an embedded Redis")
     p.add_argument("--postgres-port", type=int, default=15432, help="port of an embedded Postgres")
+    p.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start Redis and PostgreSQL under the data folder even if local servers answer",
+    )
     p.add_argument("--namespace", default=env_namespace(), help="Redis key prefix (rs)")
     p.add_argument(
         "--data-dir", type=Path, default=Path(".roomstream"), help="data and logs (.roomstream)"
@@ -100,7 +105,9 @@ async def _up(args: argparse.Namespace) -> int:
         needed.append(("redis (embedded, if needed)", args.redis_port))
     if not args.database_url:
         needed.append(("postgres (embedded, if needed)", args.postgres_port))
-    taken = taken_ports(plan.host, [(n, p) for n, p in needed if not n.endswith("if needed)")])
+    if not args.embedded:
+        needed = [(n, p) for n, p in needed if not n.endswith("if needed)")]
+    taken = taken_ports(plan.host, needed)
     if taken:
         for name, port in taken:
             _err(f"port {port} is taken (needed by {name})")
@@ -117,11 +124,12 @@ async def _up(args: argparse.Namespace) -> int:
     try:
         # 2. Redis and PostgreSQL.
         try:
+            local = not args.embedded
             redis_dep = await resolve_redis(
-                args.redis_url, data_dir, args.redis_port, deps, args.verbose
+                args.redis_url, data_dir, args.redis_port, deps, args.verbose, try_local=local
             )
             pg_dep, embedded_pg = await resolve_postgres(
-                args.database_url, data_dir, args.postgres_port
+                args.database_url, data_dir, args.postgres_port, try_local=local
             )
         except DependencyError as exc:
             _err(str(exc))

@@ -67,13 +67,19 @@ async def postgres_answers(dsn: str, within_s: float = 2.0) -> bool:
 
 
 async def resolve_redis(
-    given: str | None, data_dir: Path, port: int, children: list[Child], verbose: bool
+    given: str | None,
+    data_dir: Path,
+    port: int,
+    children: list[Child],
+    verbose: bool,
+    *,
+    try_local: bool = True,
 ) -> Resolved:
     if given:
         if await redis_answers(given):
             return Resolved(given, "given")
         raise DependencyError(f"Redis at {given} (REDIS_URL) does not answer")
-    if await redis_answers(LOCAL_REDIS_URL):
+    if try_local and await redis_answers(LOCAL_REDIS_URL):
         return Resolved(LOCAL_REDIS_URL, "local")
     binary = shutil.which("redis-server")
     if binary is None:
@@ -147,14 +153,14 @@ class EmbeddedPostgres:
 
 
 async def resolve_postgres(
-    given: str | None, data_dir: Path, port: int
+    given: str | None, data_dir: Path, port: int, *, try_local: bool = True
 ) -> tuple[Resolved, EmbeddedPostgres | None]:
     if given:
         if not await postgres_answers(given):
             raise DependencyError(f"PostgreSQL at {given} (DATABASE_URL) does not answer")
         await ensure_database(given)
         return Resolved(given, "given"), None
-    if await postgres_answers(LOCAL_DATABASE_URL):
+    if try_local and await postgres_answers(LOCAL_DATABASE_URL):
         await ensure_database(LOCAL_DATABASE_URL)
         return Resolved(LOCAL_DATABASE_URL, "local"), None
     embedded = await asyncio.to_thread(_start_embedded_postgres, data_dir, port)
