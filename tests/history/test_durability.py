@@ -1,4 +1,4 @@
-"""Nothing is lost: 10,000 messages while the history service is SIGKILLed and restarted twice
+"""Nothing is lost: 10,000 messages over two gateways while the history service is SIGKILLed and restarted twice
 and Postgres is cut off for 10 s; afterwards Postgres holds each message exactly once, with the
 seq its sender was acknowledged."""
 
@@ -12,13 +12,17 @@ import asyncpg
 from roomstream_kit.eventlog import EventLog
 
 from tests.conftest import Cluster
-from tests.history.helpers import create_room, send, wait_for
+from tests.history.helpers import create_room, wait_for
 from tests.history.proxy import CuttableProxy
+from tests.history.wsclient import WsClient
 from tests.support.processes import free_port
 
 TOTAL = 10_000
 ROOMS = [f"room-{i}" for i in range(10)]
-SENDERS = 40
+SENDERS = 20
+"""Sockets, half on each gateway; each keeps several sends in flight (pipelined acks)."""
+IN_FLIGHT = 4
+NO_RATE_LIMIT = {"ROOMSTREAM_SEND_RATE_PER_S": "100000", "ROOMSTREAM_SEND_BURST": "100000"}
 RATE = 600.0
 """Messages per second overall, so the crashes and the outage happen mid-stream."""
 
@@ -41,14 +45,22 @@ async def test_no_message_lost_through_crashes_and_postgres_outage(
     }
     # Started from a thread: the proxy runs on this event loop and must keep serving meanwhile.
     hist = await asyncio.to_thread(cluster.start, "roomstream_history", name="history", env=env)
+    users = [f"user-{k}" for k in range(SENDERS)]
     for room in ROOMS:
-        await create_room(eventlog, room, "alice")
+        await create_room(eventlog, room, "alice", members=users)
+    gateways = [
+        await asyncio.to_thread(
+            cluster.start, "roomstream_gateway", name=f"gw{i}", env=NO_RATE_LIMIT
+        )
+        for i in range(2)
+    ]
+    clients = [await WsClient.connect(gateways[k % 2].ws_url, user) for k, user in enumerate(users)]
 
     acked: dict[str, tuple[str, int]] = {}  # client text → (room, seq)
     counter = iter(range(TOTAL))
     started = time.monotonic()
 
-    async def sender(k: int) -> None:
+    async def sender(client: WsClient) -> None:
         for i in counter:
             # Pace the whole run so the faults below land in the middle of the traffic.
             delay = started + i / RATE - time.monotonic()
@@ -56,9 +68,11 @@ async def test_no_message_lost_through_crashes_and_postgres_outage(
                 await asyncio.sleep(delay)
             room = ROOMS[i % len(ROOMS)]
             text = f"msg-{i}"
-            acked[text] = (room, await send(eventlog, room, f"user-{k}", text))
+            ack = await client.call("send", room=room, text=text, id=text)
+            assert ack["type"] == "ack", ack
+            acked[text] = (room, ack["seq"])
 
-    senders = [asyncio.create_task(sender(k)) for k in range(SENDERS)]
+    senders = [asyncio.create_task(sender(c)) for c in clients for _ in range(IN_FLIGHT)]
 
     async def at(count: int) -> None:
         await wait_for(lambda: _ready(len(acked) >= count), deadline_s=120, what=f"{count} sent")
@@ -66,7 +80,7 @@ async def test_no_message_lost_through_crashes_and_postgres_outage(
     await at(1500)
     hist.kill()  # crash 1: in-flight batches stay pending, are drained at restart
     await asyncio.sleep(0.5)
-    await asyncio.to_thread(hist.start)
+    await asyncio.to_thread(hist.start, 120)
     await at(4000)
     await proxy.cut()  # Postgres unreachable for 10 s while messages keep coming
     await asyncio.sleep(10)
@@ -74,9 +88,11 @@ async def test_no_message_lost_through_crashes_and_postgres_outage(
     await at(6500)
     hist.kill()  # crash 2, right after the outage (catch-up in progress)
     await asyncio.sleep(0.5)
-    await asyncio.to_thread(hist.start)
+    await asyncio.to_thread(hist.start, 120)
     await asyncio.gather(*senders)
     assert len(acked) == TOTAL
+    for c in clients:
+        await c.close()
 
     conn = await asyncpg.connect(database_url)
     try:

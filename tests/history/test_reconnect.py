@@ -70,7 +70,7 @@ async def test_history_command_pages_and_private_rooms(
     acks = [await bob.call("send", room="secret", text=f"s{i}", id=f"s{i}") for i in range(12)]
     deleted = acks[3]["seq"]
     assert (await bob.call("delete", room="secret", seq=deleted))["type"] == "ack"
-    top = (await bob.call("edit", room="secret", seq=acks[0]["seq"], text="s0!"))
+    top = await bob.call("edit", room="secret", seq=acks[0]["seq"], text="s0!")
 
     async def persisted() -> bool:
         r = await get_messages(hist.url, "secret", service_token(), after=0, limit=200)

@@ -61,8 +61,8 @@ class WsClient:
         await self.ws.send(orjson.dumps({"type": type_, "ref": ref, **fields}).decode())
         return await asyncio.wait_for(fut, 60)
 
-    async def next_event(self, timeout: float = 30.0) -> dict[str, Any]:
-        return await asyncio.wait_for(self.events.get(), timeout)
+    async def next_event(self, wait_s: float = 30.0) -> dict[str, Any]:
+        return await asyncio.wait_for(self.events.get(), wait_s)
 
     async def close(self) -> None:
         await self.ws.close()

@@ -92,7 +92,9 @@ class HistoryService:
                 poll_ms=s.poll_ms,
                 reclaim_idle_ms=s.reclaim_idle_ms,
             )
-            await self.consumer.start()
+            # In the background: draining a long backlog (after a crash or an outage) must not
+            # keep the API from serving.
+            self.tasks.append(asyncio.create_task(self._consume(self.consumer)))
             trimmer = StreamTrimmer(self.redis, s, self.metrics)
             self.tasks.append(asyncio.create_task(every(s.retention_interval_s, trimmer, "trim")))
         if s.history_retention_days > 0:
@@ -101,6 +103,21 @@ class HistoryService:
                 asyncio.create_task(every(s.history_retention_interval_s, purger, "purge"))
             )
         log.info("history service %s started", self.node)
+
+    @staticmethod
+    async def _consume(consumer: LogConsumer) -> None:
+        """Start the consumer, retrying while Redis is unreachable."""
+        delay = 0.2
+        while True:
+            try:
+                await consumer.start()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer start failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         for task in self.tasks:
