@@ -111,11 +111,11 @@ _backlog: dict[ClientConnection, deque[dict[str, Any]]] = {}
 """Frames that `request` skipped while waiting for its reply; `recv` returns them first."""
 
 
-async def recv(ws: ClientConnection, timeout: float = DEADLINE_S) -> dict[str, Any]:
+async def recv(ws: ClientConnection, within_s: float = DEADLINE_S) -> dict[str, Any]:
     pending = _backlog.get(ws)
     if pending:
         return pending.popleft()
-    raw = await asyncio.wait_for(ws.recv(), timeout)
+    raw = await asyncio.wait_for(ws.recv(), within_s)
     frame: dict[str, Any] = orjson.loads(raw)
     return frame
 
@@ -139,11 +139,11 @@ async def request(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]
 
 
 async def recv_until(
-    ws: ClientConnection, pred: Callable[[dict[str, Any]], bool], timeout: float = DEADLINE_S
+    ws: ClientConnection, pred: Callable[[dict[str, Any]], bool], within_s: float = DEADLINE_S
 ) -> list[dict[str, Any]]:
     """Every frame received until (and including) the first one for which `pred` holds."""
     frames: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while True:
         frame = await recv(ws, max(0.1, deadline - time.monotonic()))
         frames.append(frame)
@@ -158,16 +158,19 @@ async def events_of(
     got: list[dict[str, Any]] = []
     while len(got) < count:
         frame = await recv(ws)
-        if frame["type"] == "event" and frame["room"] == room:
-            if kind is None or frame["kind"] == kind:
-                got.append(frame)
+        if (
+            frame["type"] == "event"
+            and frame["room"] == room
+            and (kind is None or frame["kind"] == kind)
+        ):
+            got.append(frame)
     return got
 
 
-async def close_code(ws: ClientConnection, timeout: float = DEADLINE_S) -> int | None:
+async def close_code(ws: ClientConnection, within_s: float = DEADLINE_S) -> int | None:
     """Read until the server closes the socket; its close code."""
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within_s):
             while True:
                 await ws.recv()
     except ConnectionClosed as exc:
@@ -176,9 +179,9 @@ async def close_code(ws: ClientConnection, timeout: float = DEADLINE_S) -> int |
 
 
 async def poll(
-    check: Callable[[], Awaitable[bool]], timeout: float = DEADLINE_S, interval: float = 0.1
+    check: Callable[[], Awaitable[bool]], within_s: float = DEADLINE_S, interval: float = 0.1
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached before the deadline")

@@ -139,9 +139,7 @@ async def test_room_commands_join_leave_edit_delete_typing_presence(
     await request(dave, {"type": "send", "room": "open", "text": "after", "id": "x2"})
     (after,) = await events_of(owner, "open", 1)
     assert after["data"]["text"] == "after"
-    typing_events = [
-        e for e in await log_events(redis_client, namespace) if e["kind"] == "typing"
-    ]
+    typing_events = [e for e in await log_events(redis_client, namespace) if e["kind"] == "typing"]
     assert len(typing_events) == 1
 
     # Presence comes from the rooms read model, sorted by user.

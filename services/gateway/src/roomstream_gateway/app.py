@@ -198,6 +198,7 @@ class Gateway:
     async def _welcome(self, session: Session) -> None:
         """Append `connected`, subscribe to the user's rooms, then read their seqs: welcome."""
         await self.eventlog.append(self._event(session, EventKind.CONNECTED, {}))
+        session.held = {}  # pending reply: rooms added meanwhile (member_joined) are held too
         self.hub.add(session)
         rooms = sorted(
             m.decode() if isinstance(m, bytes) else m
@@ -213,6 +214,9 @@ class Gateway:
                     pipe.hget(self.keys.seq(self.keys.room_shard(room)), room)
                 seqs = await pipe.execute()
         positions = {room: int(s or 0) for room, s in zip(rooms, seqs, strict=True)}
+        for room, seq in positions.items():
+            if room in session.rooms:
+                session.rooms[room] = seq
         frames = [
             wire(
                 frame(
@@ -227,9 +231,11 @@ class Gateway:
             )
         ]
         for room in rooms:  # live frames that arrived meanwhile, past the welcome seq
-            for seq, payload in session.release(room):
-                if seq is None or seq > positions[room]:
+            for held_seq, payload in session.release(room):
+                if held_seq is None or held_seq > positions[room]:
                     frames.append(wire(payload))
+        for other in session.release_all():  # rooms added by member_joined meanwhile
+            frames.extend(wire(payload) for _, payload in other)
         self.hub.write(session, frames)
 
     def _event(self, session: Session, kind: EventKind, data: dict[str, Any]) -> Envelope:

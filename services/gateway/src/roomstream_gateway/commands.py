@@ -298,56 +298,72 @@ class Commands:
         room, ref = cmd.room, cmd.ref
         record = await self._room_record(room, ref)
         member = room in session.rooms or await self._is_member(room, session.user)
-        if not member:
-            if record.get("kind") == "private":
-                raise ProtocolError(ErrorCode.FORBIDDEN, f"room {room!r} is private", ref)
-            with self.tracer.start_as_current_span("gateway.join"):
-                env = self.envelope(session, EventKind.MEMBER_JOINED, room, {"by": session.user})
-                result = await self.append(env, room_check=RoomCheck.EXISTS)
-            if result.status == AppendStatus.NO_ROOM:
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        if not member and record.get("kind") == "private":
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"room {room!r} is private", ref)
         # Subscribe first and hold the room's live frames, so nothing falls between the seq
-        # (and replay) read below and live delivery.
+        # (and replay) read below and live delivery. A socket that already receives the room
+        # has had every event after its base seq live: a replay stops there (no duplicates).
+        base = session.rooms.get(room)
         session.hold(room)
-        self.hub.subscribe(session, room)
+        if base is None:
+            self.hub.subscribe(session, room)
         try:
+            if not member:
+                with self.tracer.start_as_current_span("gateway.join"):
+                    env = self.envelope(
+                        session, EventKind.MEMBER_JOINED, room, {"by": session.user}
+                    )
+                    result = await self.append(env, room_check=RoomCheck.EXISTS)
+                if result.status == AppendStatus.NO_ROOM:
+                    raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
             current = int(
                 await self.redis.hget(self.keys.seq(self.keys.room_shard(room)), room) or 0
             )
+            upto = current if base is None else min(current, base)
             frames: list[Wire] = []
-            if cmd.since is None or cmd.since >= current:
-                last = current if cmd.since is None else max(cmd.since, current)
-                joined = frame("joined", ref=ref, room=room, seq=current, recovered=True, missed=0)
-            else:
+            recovered, first_available = True, None
+            last = upto if cmd.since is None else max(cmd.since, upto)
+            if cmd.since is not None and cmd.since < upto:
                 missed = await missed_events(
-                    self.redis, self.keys, self.upstream, room, cmd.since, current
+                    self.redis, self.keys, self.upstream, room, cmd.since, upto
                 )
+                recovered, first_available = missed.recovered, missed.first_available
                 last = cmd.since
                 for ev in missed.events:
+                    seq = int(ev["seq"])
+                    if seq <= last or seq > upto:
+                        continue
                     payload = client_frame_of(ev)
                     if payload is not None:
                         frames.append(wire(payload))
-                    last = max(last, int(ev["seq"]))
-                joined = frame(
-                    "joined",
-                    ref=ref,
-                    room=room,
-                    seq=max(current, last),
-                    recovered=missed.recovered,
-                    missed=len(frames),
-                    first_available=missed.first_available,
-                )
+                    last = seq
+            joined = frame(
+                "joined",
+                ref=ref,
+                room=room,
+                seq=current,
+                recovered=recovered,
+                missed=len(frames),
+                first_available=first_available,
+            )
         except BaseException:
-            self.hub.unsubscribe(session, room)
+            if base is None:
+                self.hub.unsubscribe(session, room)
+            else:
+                session.release(room)
             raise
         # From here to the end nothing awaits: joined, missed events, then held live frames
         # past the last replayed seq, in one order.
         frames.insert(0, wire(joined))
-        for seq, payload in session.release(room):
-            if seq is None or seq > last:
+        for held_seq, payload in session.release(room):
+            if held_seq is None or held_seq > last:
                 frames.append(wire(payload))
-                if seq is not None:
-                    last = seq
+                if held_seq is not None:
+                    last = held_seq
+        for other in session.release_all():  # rooms added by member_joined meanwhile
+            frames.extend(wire(payload) for _, payload in other)
+        if base is None and room in session.rooms:
+            session.rooms[room] = current
         self.hub.write(session, frames)
 
 

@@ -61,12 +61,12 @@ class Hub:
             if not peers:
                 del self.users[session.user]
 
-    def subscribe(self, session: Session, room: str) -> None:
-        session.rooms.add(room)
+    def subscribe(self, session: Session, room: str, base: int = 0) -> None:
+        session.rooms[room] = base
         self.rooms.setdefault(room, set()).add(session)
 
     def unsubscribe(self, session: Session, room: str) -> None:
-        session.rooms.discard(room)
+        session.rooms.pop(room, None)
         subs = self.rooms.get(room)
         if subs is not None:
             subs.discard(session)
@@ -129,7 +129,7 @@ class Hub:
             envelope = None
             if kind == _JOINED:
                 envelope = orjson.loads(fields[FIELD_EVENT])
-                self._member_joined(room, envelope.get("user"))
+                self._member_joined(room, envelope.get("user"), envelope.get("seq") or 1)
             subs = rooms.get(room)
             if not subs:
                 continue
@@ -163,8 +163,11 @@ class Hub:
         self.delivered += events
         return events, frames, stamps
 
-    def _member_joined(self, room: str, user: str | None) -> None:
-        """A member was added: the user's local sockets start receiving the room."""
+    def _member_joined(self, room: str, user: str | None, seq: int) -> None:
+        """A member was added: the user's local sockets start receiving the room (from this
+        event on)."""
         for s in self.users.get(user or "", ()):
             if room not in s.rooms and not s.closing:
-                self.subscribe(s, room)
+                if s.held is not None:  # a welcome / join reply is pending: keep the order
+                    s.hold(room)
+                self.subscribe(s, room, seq - 1)

@@ -26,7 +26,9 @@ class Session:
         self.conn = conn
         self.id = conn_id
         self.user = user
-        self.rooms: set[str] = set()
+        self.rooms: dict[str, int] = {}
+        """Rooms this socket receives → the seq after which it got every event of the room live
+        (so a later `join` with `since` replays only what the socket never had)."""
         self.held: dict[str, Held] | None = None
         """room → frames delivered while the room's reply (`welcome` / `joined`) is pending."""
         self.typing_at: dict[str, float] | None = None
@@ -38,6 +40,11 @@ class Session:
         if self.held is None:
             self.held = {}
         self.held.setdefault(room, [])
+
+    def release_all(self) -> list[Held]:
+        """Stop holding every room; their held frames."""
+        held, self.held = self.held, None
+        return list(held.values()) if held else []
 
     def release(self, room: str) -> Held:
         """Stop holding `room`; the frames held for it, in delivery order."""
