@@ -4,6 +4,7 @@
 
 const POLL_MS = 2000;
 const WINDOW_S = 300;
+const FIXED = { up: "#16a34a", failed: "#dc2626", p50: "#2563eb", p90: "#ca8a04", p99: "#dc2626" };
 const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
 function readToken() {
@@ -54,7 +55,8 @@ function setSeries(chart, named) {
   const labels = Object.keys(named).sort();
   chart.data.datasets = labels.map((label, i) => {
     const old = chart.data.datasets.find((d) => d.label === label);
-    const ds = old || { label, borderColor: COLORS[i % COLORS.length], backgroundColor: COLORS[i % COLORS.length], borderWidth: 2, data: [] };
+    const color = FIXED[label] || COLORS[i % COLORS.length];
+    const ds = old || { label, borderColor: color, backgroundColor: color, borderWidth: 2, data: [] };
     ds.data = named[label];
     return ds;
   });
