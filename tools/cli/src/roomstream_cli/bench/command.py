@@ -82,6 +82,8 @@ class Result:
     latency_max_ms: float | None
     gateway_cpu_us_per_frame: float | None
     gateway_cpu_percent: float | None
+    load_generator_cpu_percent: float
+    """CPU of the bench's own worker processes in the window (they share the machine)."""
     rss_kb_per_connection: float | None
     send_errors: dict[str, int]
     reconnects: int
@@ -269,6 +271,9 @@ def _summarize(
         latency_max_ms=ms(latency.max_s if latency.count else None),
         gateway_cpu_us_per_frame=round(cpu_s * 1e6 / frames, 2) if pids and frames else None,
         gateway_cpu_percent=round(100 * cpu_s / args.duration, 1) if pids else None,
+        load_generator_cpu_percent=round(
+            100 * sum(float(r.get("cpu_s", 0.0)) for r in reports) / args.duration, 1
+        ),
         rss_kb_per_connection=round((rss_after - rss_before) / clients, 2)
         if pids and clients
         else None,
@@ -298,6 +303,7 @@ def _print(r: Result) -> None:
         f"gateway CPU       {r.gateway_cpu_us_per_frame} µs per delivered frame "
         f"({r.gateway_cpu_percent} % of one core, all gateways)",
         f"gateway RSS       {r.rss_kb_per_connection} KB per connection",
+        f"load generator    {r.load_generator_cpu_percent} % of one core (shares the machine)",
         f"reconnects        {r.reconnects}",
     ]
     print("\n".join(lines))

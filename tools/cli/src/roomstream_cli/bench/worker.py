@@ -168,6 +168,18 @@ async def _main() -> None:
         await asyncio.sleep(max(0.0, counters.measure_start - time.time()))
         return duplicates_so_far()
 
+    def cpu() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    async def cpu_in_window() -> float:
+        await asyncio.sleep(max(0.0, counters.measure_start - time.time()))
+        start = cpu()
+        await asyncio.sleep(max(0.0, counters.measure_end - time.time()))
+        return cpu() - start
+
+    worker_cpu = asyncio.create_task(cpu_in_window())
+
     baseline = asyncio.create_task(duplicates_at_measure_start())
     await _publish(publishers, float(config["rate"]), schedule, counters)
     await asyncio.sleep(max(0.0, schedule["drain_end"] - time.time()))
@@ -182,6 +194,7 @@ async def _main() -> None:
             "send_errors": counters.send_errors,
             "duplicates": duplicates,
             "reconnects": reconnects,
+            "cpu_s": await worker_cpu,
             "latency": counters.latency.to_json(),
         }
     )
