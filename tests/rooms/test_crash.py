@@ -98,7 +98,7 @@ async def test_sigkill_mid_batch_restart_and_takeover_equal_an_uninterrupted_run
 ):
     rng = random.Random(7)
     env = {**FAST_ENV, "ROOMSTREAM_BATCH_SIZE": "10"}
-    total = await write_workload(redis_client, namespace, 2500, rng)
+    total = await write_workload(redis_client, namespace, 1500, rng)
 
     # 1. Crash mid-batch, then the same instance restarts and drains its own pending entries.
     a = cluster.start(ROOMS, env={**env, "ROOMSTREAM_NODE_ID": "rooms-a"}, name="rooms-a")
@@ -109,7 +109,7 @@ async def test_sigkill_mid_batch_restart_and_takeover_equal_an_uninterrupted_run
     # 2. A stops cleanly; more events arrive; A restarts into the backlog and crashes in it;
     #    another instance takes the dead one's pending entries over (XAUTOCLAIM).
     a.terminate()
-    total += await write_workload(redis_client, namespace, 2500, rng)
+    total += await write_workload(redis_client, namespace, 1500, rng)
     progress = await applied_total(database_url)
     a.start()
     await kill_mid_batch(a, redis_client, namespace, database_url, progress)
