@@ -18,7 +18,7 @@ from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.consumer import LogConsumer, LogEntry
 from roomstream_kit.eventlog import AppendStatus, EventLog, OwnerCheck, RoomCheck
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.redis import AnyRedis, connect
+from roomstream_kit.redis import AnyRedis, connect, same_slot_groups
 from roomstream_kit.settings import CommonSettings
 
 from tests.deploy.redis_cluster import RedisClusterProcesses
@@ -183,3 +183,25 @@ async def test_heartbeat_pipeline_across_slots(client: AnyRedis, settings: Commo
     await beat.stop(deregister=True)
     assert not await client.exists(settings.keys.node("gw-1"))
     assert await client.zscore(settings.keys.nodes(), "gw-1") is None
+
+
+async def test_same_slot_groups_split_the_shards(
+    client: AnyRedis, settings: CommonSettings
+) -> None:
+    """One XREAD per group works on a cluster; one group per shard there, one in all on a server."""
+    streams = settings.keys.all_logs()
+    groups = same_slot_groups(client, streams)
+    assert sorted(key for group in groups for key in group) == sorted(streams)
+    assert len(groups) == settings.shards
+    log = EventLog.from_settings(client, settings)
+    await log.append(_event(EventKind.TYPING, "lobby", "ann"))
+    got = []
+    for group in groups:
+        reply = await client.xread(dict.fromkeys(group, "0-0"), count=10)
+        got.extend(entry for _, entries in reply for entry in entries)
+    assert len(got) == 1
+    single = connect(CommonSettings())
+    try:
+        assert same_slot_groups(single, streams) == [streams]
+    finally:
+        await single.aclose()

@@ -91,7 +91,9 @@ class Chatter:
         self.note_node()
 
     async def send_many(self, count: int, pause_s: float) -> None:
-        for n in range(count):
+        """Send `count` new messages (numbered on from the ones sent before)."""
+        start = len(self.acked)
+        for n in range(start, start + count):
             await self.send(n)
             await asyncio.sleep(pause_s)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -42,3 +44,19 @@ def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
         options.setdefault("max_connections", CLUSTER_MAX_CONNECTIONS_PER_NODE)
         return RedisCluster.from_url(settings.redis_url, **options)
     return Redis.from_url(settings.redis_url, **options)
+
+
+def same_slot_groups(redis: AnyRedis, keys: Iterable[str]) -> list[list[str]]:
+    """`keys` split into groups that one multi-key command (XREAD, DEL, ...) may name together.
+
+    A single server takes every key at once: one group. A Redis Cluster refuses keys of different
+    hash slots in one command (CROSSSLOT), so there it is one group per slot (for the log: one per
+    shard, since each shard's keys carry its `{N}` tag). Order within a group is kept.
+    """
+    keys = list(keys)
+    if not isinstance(redis, RedisCluster):
+        return [keys] if keys else []
+    groups: dict[int, list[str]] = {}
+    for key in keys:
+        groups.setdefault(key_slot(key.encode()), []).append(key)
+    return list(groups.values())
