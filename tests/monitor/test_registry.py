@@ -134,7 +134,9 @@ async def test_message_rates_lag_and_latency_fields(
     assert series["snapshots"] and series["snapshots"][-1]["nodes"] >= 1
 
 
-async def test_bad_input_gets_4xx_json(cluster: Cluster) -> None:
+async def test_bad_input_gets_4xx_json_and_sigterm_deregisters(
+    cluster: Cluster, namespace: str, redis_client: aioredis.Redis
+) -> None:
     (url,) = start_monitors(cluster, 1)
     await wait_for(lambda: stats(url), what="a first snapshot")
     cases = [
@@ -162,3 +164,9 @@ async def test_bad_input_gets_4xx_json(cluster: Cluster) -> None:
         page = await client.get(url + "/")
         assert page.status_code == 200 and "chart.umd.min.js" in page.text
     assert cluster.procs[0].running
+    keys = StreamKeys(namespace=namespace)
+    assert await redis_client.zscore(keys.nodes(), "monitor-0") is not None
+    # uvicorn re-raises the captured SIGTERM after its graceful shutdown: exit by that signal.
+    assert cluster.procs[0].terminate(30) in (0, -15)
+    assert await redis_client.zscore(keys.nodes(), "monitor-0") is None
+    assert not await redis_client.exists(keys.node("monitor-0"))
