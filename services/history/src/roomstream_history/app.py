@@ -55,7 +55,9 @@ class HistoryService:
         self.node = settings.node_name("history")
         self.consume = consume
         self.metrics = HistoryMetrics()
-        self.redis: AnyRedis = connect(settings)
+        # redis-py 8 caps a pool at 100 connections and then raises; the API may have more
+        # requests in flight than that under a reconnect storm.
+        self.redis: AnyRedis = connect(settings, max_connections=settings.redis_max_connections)
         self.pool: asyncpg.Pool | None = None
         self.consumer: LogConsumer | None = None
         self.tasks: list[asyncio.Task[None]] = []

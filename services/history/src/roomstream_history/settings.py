@@ -17,6 +17,8 @@ class HistorySettings(CommonSettings):
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
     """A dead consumer's pending entries are claimed once they were idle this long."""
     pg_pool_size: int = Field(default=12, ge=2)
+    redis_max_connections: int = Field(default=2000, ge=10)
+    """Bound of this process's Redis connection pool."""
 
     # -- HTTP API
     page_default: int = Field(default=50, ge=1)

@@ -1,0 +1,450 @@
+"""Benchmarks of the history service (not tests): `uv run python -m roomstream_history.bench`.
+
+- `persist`: events/s from a pre-filled log into Postgres, idempotently, by one history process
+  (the consumer in this process, as in production), and the two write strategies side by side
+  (`INSERT … SELECT unnest(…) ON CONFLICT DO NOTHING` vs COPY into a temp table + INSERT).
+- `replay`: events/s served by the HTTP API paging forward (`after=`, limit 200).
+- `reconnect`: N clients reconnecting at once through two gateways, each missing M messages that
+  are no longer in the Redis recent buffer: time until every client has all of them.
+
+Uses the local Redis and Postgres (`REDIS_URL`, `DATABASE_URL` pointing at any database of the
+server), a random namespace and a scratch database, both removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import orjson
+from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.streams import StreamKeys
+from roomstream_kit.auth import issue_token
+from roomstream_kit.postgres import create_pool, ensure_database
+from roomstream_kit.redis import connect
+
+from .app import HistoryService
+from .model import to_columns
+from .settings import HistorySettings
+from .store import HistoryStore
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _db_url(name: str) -> str:
+    return urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def scratch() -> AsyncIterator[HistorySettings]:
+    """Settings for a fresh namespace and database; both are removed at the end."""
+    ns = f"bench{uuid.uuid4().hex[:8]}"
+    db = f"rs_bench_{uuid.uuid4().hex[:8]}"
+    settings = HistorySettings(
+        namespace=ns,
+        database_url=_db_url(db),
+        redis_url=REDIS_URL,
+        node_id="bench-history",
+        retention_max_age_s=0,
+    )
+    await ensure_database(settings.database_url)
+    try:
+        yield settings
+    finally:
+        redis = connect(settings)
+        async for key in redis.scan_iter(match=f"{ns}:*", count=1000):
+            await redis.delete(key)
+        await redis.aclose()
+        conn = await asyncpg.connect(ADMIN_URL)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.close()
+
+
+def _message(room: str, seq: int, user: str) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "v": 1,
+        "id": new_event_id(),
+        "kind": "message",
+        "room": room,
+        "user": user,
+        "ts": now_ms(),
+        "data": {"text": f"message {seq} of {room} " + "x" * 40, "client_id": new_event_id()},
+    }
+
+
+async def fill_log(settings: HistorySettings, rooms: list[str], per_room: int) -> int:
+    """Append `per_room` messages to every room straight into the shard streams (pipelined)."""
+    keys = settings.keys
+    redis = connect(settings)
+    seqs = dict.fromkeys(rooms, 0)
+    total = 0
+    try:
+        for _ in range(per_room):
+            async with redis.pipeline(transaction=False) as pipe:
+                for room in rooms:
+                    seqs[room] += 1
+                    env = _message(room, seqs[room], "bench")
+                    pipe.xadd(
+                        keys.log(keys.room_shard(room)),
+                        {"r": room, "k": "message", "e": orjson.dumps(env)},
+                    )
+                    pipe.hset(keys.seq(keys.room_shard(room)), room, seqs[room])
+                await pipe.execute()
+            total += len(rooms)
+    finally:
+        await redis.aclose()
+    return total
+
+
+async def _until_count(pool: asyncpg.Pool, total: int) -> None:
+    """Poll until Postgres holds `total` events."""
+    while True:
+        if int(await pool.fetchval("SELECT count(*) FROM history_events")) >= total:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def bench_persist(events: int, rooms_n: int) -> dict[str, float]:
+    rooms = [f"room-{i}" for i in range(rooms_n)]
+    async with scratch() as settings:
+        total = await fill_log(settings, rooms, events // rooms_n)
+        svc = HistoryService(settings)
+        t0 = time.perf_counter()
+        await svc.start()
+        assert svc.pool is not None
+        await _until_count(svc.pool, total)
+        elapsed = time.perf_counter() - t0
+        await svc.stop()
+        rate = total / elapsed
+        print(f"persist: {total} events in {elapsed:.2f}s = {rate:,.0f} events/s (consumer → PG)")
+        strategies = await bench_strategies(settings, rooms)
+    return {"persist_events_per_s": rate, **strategies}
+
+
+_COPY_INSERT = """
+INSERT INTO history_events (room, seq, id, kind, user_id, ts, data, target_seq)
+SELECT room, seq, id, kind, user_id, ts, data::jsonb, target_seq FROM staging
+ON CONFLICT DO NOTHING
+"""
+
+
+async def bench_strategies(settings: HistorySettings, rooms: list[str]) -> dict[str, float]:
+    """The store's write alone, 100k fresh rows in batches of 1000: unnest vs COPY + INSERT."""
+    pool = await create_pool(settings.database_url, max_size=4)
+    store = HistoryStore(pool)
+    from roomstream_contracts.codec import decode_envelope
+
+    batches = []
+    for b in range(100):
+        envs = [
+            decode_envelope(
+                orjson.dumps(_message(rooms[i % len(rooms)], 10**6 + b * 1000 + i, "s"))
+            )
+            for i in range(1000)
+        ]
+        batches.append(to_columns(envs))
+    out: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        for cols in batches[:50]:
+            await store.persist(cols)
+        out["unnest_rows_per_s"] = 50_000 / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for cols in batches[50:]:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    "CREATE TEMP TABLE IF NOT EXISTS staging (room text, seq bigint, id text,"
+                    " kind text, user_id text, ts bigint, data text, target_seq bigint)"
+                    " ON COMMIT DELETE ROWS"
+                )
+                await conn.copy_records_to_table(
+                    "staging",
+                    records=zip(
+                        cols.room,
+                        cols.seq,
+                        cols.id,
+                        cols.kind,
+                        cols.user,
+                        cols.ts,
+                        cols.data,
+                        cols.target_seq,
+                        strict=True,
+                    ),
+                )
+                await conn.execute(_COPY_INSERT)
+        out["copy_rows_per_s"] = 50_000 / (time.perf_counter() - t0)
+        # Idempotency costs: the same batches again (all duplicates).
+        t0 = time.perf_counter()
+        for cols in batches[:50]:
+            await store.persist(cols)
+        out["unnest_duplicates_rows_per_s"] = 50_000 / (time.perf_counter() - t0)
+    finally:
+        await pool.close()
+    print(
+        "store write, batches of 1000: unnest {unnest_rows_per_s:,.0f} rows/s, "
+        "COPY+INSERT {copy_rows_per_s:,.0f} rows/s, replayed duplicates "
+        "{unnest_duplicates_rows_per_s:,.0f} rows/s".format(**out)
+    )
+    return out
+
+
+def _spawn(module: str, settings: HistorySettings, port: int, extra: dict[str, str]) -> Any:
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_url,
+        "ROOMSTREAM_NAMESPACE": settings.namespace,
+        "ROOMSTREAM_PORT": str(port),
+        "ROOMSTREAM_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+    return subprocess.Popen([sys.executable, "-m", module], env=env)
+
+
+async def _wait_ready(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(url)
+
+
+async def bench_replay(events: int, rooms_n: int) -> dict[str, float]:
+    rooms = [f"room-{i}" for i in range(rooms_n)]
+    async with scratch() as settings:
+        total = await fill_log(settings, rooms, events // rooms_n)
+        port = _free_port()
+        proc = _spawn("roomstream_history", settings, port, {})
+        url = f"http://127.0.0.1:{port}"
+        try:
+            await _wait_ready(url)
+            pool = await create_pool(settings.database_url, max_size=2)
+            await _until_count(pool, total)
+            await pool.close()
+            token = issue_token(settings.jwt_secret, "bench", role="service")
+            got = 0
+            sem = asyncio.Semaphore(8)
+
+            async def replay(http: httpx.AsyncClient, room: str) -> int:
+                n, after, more = 0, 0, True
+                while more:
+                    async with sem:
+                        r = await http.get(
+                            f"{url}/rooms/{room}/messages", params={"after": after, "limit": 200}
+                        )
+                    body = r.json()
+                    n += len(body["events"])
+                    more = body["more"]
+                    if body["events"]:
+                        after = body["events"][-1]["seq"]
+                return n
+
+            headers = {"authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(headers=headers, timeout=30) as http:
+                t0 = time.perf_counter()
+                counts = await asyncio.gather(*(replay(http, r) for r in rooms))
+                elapsed = time.perf_counter() - t0
+            got = sum(counts)
+            assert got == total, (got, total)
+        finally:
+            proc.terminate()
+            proc.wait(20)
+    rate = got / elapsed
+    print(f"replay: {got} events over HTTP in {elapsed:.2f}s = {rate:,.0f} events/s")
+    return {"replay_events_per_s": rate}
+
+
+async def bench_reconnect(clients: int, missed: int, rooms_n: int) -> dict[str, float]:
+    import websockets
+
+    from .benchrooms import create_room
+
+    async with scratch() as settings:
+        hport, g1, g2 = _free_port(), _free_port(), _free_port()
+        extra = {
+            "ROOMSTREAM_RECENT_PER_ROOM": "20",
+            "ROOMSTREAM_SEND_RATE_PER_S": "100000",
+            "ROOMSTREAM_SEND_BURST": "100000",
+            "ROOMSTREAM_HISTORY_URL": f"http://127.0.0.1:{hport}",
+        }
+        procs = [
+            _spawn("roomstream_history", settings, hport, extra),
+            _spawn("roomstream_gateway", settings, g1, extra),
+            _spawn("roomstream_gateway", settings, g2, extra),
+        ]
+        redis = connect(settings)
+        try:
+            for p in (hport, g1, g2):
+                await _wait_ready(f"http://127.0.0.1:{p}")
+            rooms = [f"room-{i}" for i in range(rooms_n)]
+            users = [f"user-{i}" for i in range(clients)]
+            for i, room in enumerate(rooms):
+                await create_room(redis, settings.keys, room, users[i::rooms_n])
+            # Everyone "was away": the rooms get `missed` messages each, beyond the recent buffer.
+            since = {room: 1 for room in rooms}
+            recent_buffer_fill = await fill_after(settings, rooms, missed)
+            await _wait_persisted(settings, hport, rooms, recent_buffer_fill)
+            done: list[float] = []
+            retries = 0
+
+            async def one(i: int, t0: float) -> None:
+                """A client as a real one behaves: reconnect with backoff when told to (1013)."""
+                nonlocal retries
+                for attempt in range(20):
+                    try:
+                        await attempt_one(i, t0)
+                        return
+                    except (websockets.ConnectionClosedError, _Unavailable) as exc:
+                        if isinstance(exc, websockets.ConnectionClosedError) and (
+                            exc.rcvd is None or exc.rcvd.code not in (1012, 1013)
+                        ):
+                            raise
+                        retries += 1
+                        await asyncio.sleep(0.1 * 2 ** min(attempt, 4) * (0.5 + random.random()))
+                raise RuntimeError("client gave up")
+
+            async def attempt_one(i: int, t0: float) -> None:
+                user = users[i]
+                room = rooms[i % rooms_n]
+                token = issue_token(settings.jwt_secret, user)
+                url = f"ws://127.0.0.1:{(g1, g2)[i % 2]}/ws"
+                async with websockets.connect(
+                    url,
+                    additional_headers={"authorization": f"Bearer {token}"},
+                    open_timeout=120,
+                    max_size=2**24,
+                ) as ws:
+                    await ws.recv()  # welcome
+                    await ws.send(
+                        orjson.dumps({"type": "join", "room": room, "since": since[room]})
+                    )
+                    seen = 0
+                    async for raw in ws:
+                        msg = orjson.loads(raw)
+                        if msg["type"] == "event" and msg.get("seq", 0) > since[room]:
+                            seen += 1
+                            if seen == missed:
+                                break
+                        elif msg["type"] == "error":
+                            if msg.get("code") == "unavailable":
+                                raise _Unavailable(msg["message"])
+                            raise RuntimeError(msg)
+                done.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(i, t0) for i in range(clients)))
+            elapsed = time.perf_counter() - t0
+        finally:
+            await redis.aclose()
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+    done.sort()
+    print(
+        f"reconnect: {clients} clients × {missed} missed events all caught up in {elapsed:.2f}s"
+        f" (p50 {statistics.median(done):.2f}s, p99 {done[int(len(done) * 0.99) - 1]:.2f}s,"
+        f" {retries} retries after 1013 / unavailable)"
+    )
+    return {"reconnect_all_caught_up_s": elapsed, "reconnect_retries": float(retries)}
+
+
+class _Unavailable(Exception):
+    """The gateway answered `unavailable`: retry later, as a client does."""
+
+
+async def fill_after(settings: HistorySettings, rooms: list[str], per_room: int) -> dict[str, int]:
+    """Append `per_room` messages to each (already created) room through the append script."""
+    from roomstream_kit.eventlog import EventLog, RoomCheck
+
+    from .benchrooms import message_envelope
+
+    redis = connect(settings)
+    log = EventLog(redis, settings.keys, recent_per_room=20)
+    top: dict[str, int] = {}
+    try:
+
+        async def room_msgs(room: str) -> None:
+            for i in range(per_room):
+                r = await log.append(message_envelope(room, f"m{i}"), room_check=RoomCheck.EXISTS)
+                top[room] = r.seq or 0
+
+        await asyncio.gather(*(room_msgs(r) for r in rooms))
+    finally:
+        await redis.aclose()
+    return top
+
+
+async def _wait_persisted(
+    settings: HistorySettings, port: int, rooms: list[str], top: dict[str, int]
+) -> None:
+    pool = await create_pool(settings.database_url, max_size=2)
+    try:
+        while True:
+            n = await pool.fetchval(
+                "SELECT count(*) FROM history_events WHERE room = ANY($1::text[])", rooms
+            )
+            if int(n) >= sum(top.values()):
+                return
+            await asyncio.sleep(0.1)
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m roomstream_history.bench")
+    parser.add_argument("which", nargs="*", default=["persist", "replay", "reconnect"])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rooms", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--missed", type=int, default=100)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    async def run() -> None:
+        results: dict[str, float] = {}
+        if "persist" in args.which:
+            results.update(await bench_persist(args.events, args.rooms))
+        if "replay" in args.which:
+            results.update(await bench_replay(args.events // 2, args.rooms))
+        if "reconnect" in args.which:
+            results.update(await bench_reconnect(args.clients, args.missed, 50))
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+    from roomstream_kit.serve import run_loop
+
+    _ = StreamKeys  # the key layout used above
+    run_loop(run())
+
+
+if __name__ == "__main__":
+    main()
