@@ -4,7 +4,9 @@
 the service, consumer = this instance) and one reclaim subscriber per shard (`XAUTOCLAIM` with
 `min_idle_time`) that takes over entries a dead consumer left pending. FastStream does not re-read
 a consumer's own pending entries after a restart, so `start()` first drains this consumer's own
-pending entries in order, before any new entry is read.
+pending entries in order, before any new entry is read. XAUTOCLAIM also returns this consumer's
+own entries once a slow batch kept them longer than `min_idle_time`; those still being handled in
+this process are left to their batch instead of being handled twice at once.
 
 The handler receives a batch of `LogEntry` and must be idempotent: an entry is acknowledged (XACK)
 only after the handler returned, so a crash between the two delivers it again. A handler that
@@ -96,6 +98,9 @@ class LogConsumer:
             settings.redis_url, logger=logging.getLogger("faststream")
         )
         self._stopping = False
+        self._inflight: set[tuple[str, bytes | str]] = set()
+        """Entries this process is handling now: XAUTOCLAIM also returns our *own* entries once
+        they waited longer than `reclaim_idle_ms` (a slow batch); those are left to their batch."""
         for stream in self.streams:
             self._subscribe(stream)
 
@@ -125,19 +130,35 @@ class LogConsumer:
             await self._handle_raw(stream, msg.raw_message["message_ids"], data)
 
         async def on_reclaimed(body: Any, msg: RedisStreamMessage) -> None:
-            ids = msg.raw_message["message_ids"]
-            data = msg.raw_message["data"]
+            raw: Any = msg.raw_message["data"]
+            pairs = list(
+                zip(
+                    msg.raw_message["message_ids"],
+                    raw if isinstance(raw, list) else [raw],
+                    strict=True,
+                )
+            )
+            pairs = [(i, d) for i, d in pairs if (stream, i) not in self._inflight]
+            if not pairs:
+                return
+            ids = [i for i, _ in pairs]
+            data = [d for _, d in pairs]
             log.info("reclaimed %d pending entries of %s", len(ids), stream)
-            await self._handle_raw(stream, ids, data if isinstance(data, list) else [data])
+            await self._handle_raw(stream, ids, data)
 
         self.broker.subscriber(stream=live, ack_policy=AckPolicy.MANUAL)(on_batch)
         self.broker.subscriber(stream=reclaim, ack_policy=AckPolicy.MANUAL)(on_reclaimed)
 
     async def _handle_raw(self, stream: str, ids: Sequence[bytes], data: Sequence[Any]) -> None:
-        entries = decode_entries(stream, list(zip(ids, data, strict=True)))
-        if entries:
-            await self._call_handler(entries)
-        await self._ack(stream, ids)
+        marks = [(stream, i) for i in ids]
+        self._inflight.update(marks)
+        try:
+            entries = decode_entries(stream, list(zip(ids, data, strict=True)))
+            if entries:
+                await self._call_handler(entries)
+            await self._ack(stream, ids)
+        finally:
+            self._inflight.difference_update(marks)
 
     # -- processing --------------------------------------------------------------------------
 
