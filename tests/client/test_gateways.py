@@ -188,3 +188,43 @@ async def test_sigkill_failover_resumes_without_gap_or_duplicate(
             task.cancel()
         for c in collectors:
             await c.stop()
+
+
+async def test_graceful_restart_1012_moves_clients_who_catch_up(
+    cluster: Cluster, namespace: str, redis_client: aioredis.Redis
+) -> None:
+    url_a = start_gateway(cluster, "gw-a")
+    url_b = start_gateway(cluster, "gw-b")
+    gw_a = cluster.procs[0]
+    await make_room(redis_client, namespace, "town", "p0", ["p0", "p1", "p2"])
+    movers = [Collector(Client([url_a, url_b], make_token(u))) for u in ("p0", "p1")]
+    stayer = Collector(Client(url_b, make_token("p2")))
+    everyone = [*movers, stayer]
+    try:
+        for c in everyone:
+            await c.client.connect()
+        before = [await stayer.client.send("town", f"before {i}") for i in range(5)]
+        assert await asyncio.to_thread(gw_a.terminate) == 0  # SIGTERM: 1012 to its clients
+        # Sent while the movers are away: they must get these from the replay.
+        during = [await stayer.client.send("town", f"during {i}") for i in range(10)]
+        await wait_until(lambda: all(m.client.stats.reconnects >= 1 for m in movers), "reconnect")
+        after = await movers[0].client.send("town", "after")
+        last = after.seq
+        assert last is not None and last > max(a.seq or 0 for a in before + during)
+        for c in everyone:
+            await wait_until(
+                lambda c=c: bool(c.sequenced("town")) and c.sequenced("town")[-1] >= last,
+                "everyone reaches the last message",
+            )
+            seqs = c.sequenced("town")
+            assert seqs == list(range(seqs[0], last + 1))
+            texts = [e.data["text"] for e in c.events if e.type == "event" and e.kind == "message"]
+            assert texts == [f"before {i}" for i in range(5)] + [
+                f"during {i}" for i in range(10)
+            ] + ["after"]
+        for m in movers:
+            assert m.client.stats.closes[0] == 1012
+            assert m.client.url == url_b
+    finally:
+        for c in everyone:
+            await c.stop()

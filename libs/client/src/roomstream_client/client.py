@@ -90,6 +90,8 @@ class Stats:
     resent: int = 0
     urls: list[str] = field(default_factory=list)
     """The URL of every successful connection, in order."""
+    closes: list[int | None] = field(default_factory=list)
+    """The close code of every lost connection (None: dropped without a close frame)."""
 
 
 class Client:
@@ -172,6 +174,7 @@ class Client:
         ws, welcome = await self._open_with_retry(time.monotonic() + self.connect_timeout)
         self._attach(ws, welcome)
         self._runner = asyncio.create_task(self._run(ws), name="roomstream-client")
+        self._spawn(self._watch_gaps())
         return welcome
 
     async def close(self) -> None:
@@ -410,6 +413,7 @@ class Client:
         try:
             while True:
                 code, reason = await self._read(ws)
+                self.stats.closes.append(code)
                 self._connected.clear()
                 self._ws = None
                 if self._closed:
@@ -488,7 +492,6 @@ class Client:
 
     async def _read(self, ws: ClientConnection) -> tuple[int | None, str]:
         """Dispatch frames until the connection closes; returns the close code and reason."""
-        last_gap_check = time.monotonic()
         try:
             while True:
                 raw = await ws.recv(decode=False)
@@ -496,14 +499,17 @@ class Client:
                     self._dispatch(orjson.loads(raw))
                 except (ValueError, ValidationError, KeyError, TypeError) as exc:
                     log.warning("ignoring a malformed frame: %s", exc)
-                now = time.monotonic()
-                if now - last_gap_check > 1.0:
-                    last_gap_check = now
-                    self._check_gaps(now)
         except ConnectionClosed as exc:
             if exc.rcvd is not None:
                 return exc.rcvd.code, exc.rcvd.reason
             return None, "connection lost"
+
+    async def _watch_gaps(self) -> None:
+        """Once a second, while connected: replay rooms whose gap stays open too long."""
+        while not self._closed:
+            await asyncio.sleep(min(1.0, self.gap_timeout / 2))
+            if self._connected.is_set():
+                self._check_gaps(time.monotonic())
 
     def _check_gaps(self, now: float) -> None:
         """A gap open for too long (a lost live event): ask for a replay of the room."""
