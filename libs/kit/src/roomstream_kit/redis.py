@@ -21,7 +21,8 @@ REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTim
 """Errors that mean Redis is unreachable right now (answer `unavailable`, retry later)."""
 
 CLUSTER_MAX_CONNECTIONS_PER_NODE = 2**31
-"""Connection pool bound per cluster node (the single-server pool's default: unbounded)."""
+"""Connection pool bound per cluster node: in effect none, since the cluster client fails
+commands past its bound instead of making them wait."""
 
 
 def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
@@ -39,8 +40,8 @@ def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
     if settings.redis_cluster:
         options.pop("health_check_interval", None)
         # redis-py's async cluster client caps each node's pool (default 100) and then raises
-        # MaxConnectionsError instead of waiting; a busy gateway has more commands in flight.
-        # Leave it unbounded, like the single-server client's pool.
+        # MaxConnectionsError instead of waiting (it has no blocking pool); a busy gateway has
+        # more commands in flight. Unbounded unless the caller sets `max_connections`.
         options.setdefault("max_connections", CLUSTER_MAX_CONNECTIONS_PER_NODE)
         return RedisCluster.from_url(settings.redis_url, **options)
     return Redis.from_url(settings.redis_url, **options)
