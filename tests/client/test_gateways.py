@@ -228,3 +228,58 @@ async def test_graceful_restart_1012_moves_clients_who_catch_up(
     finally:
         for c in everyone:
             await c.stop()
+
+
+async def test_edit_delete_typing_history_presence_through_the_client(
+    cluster: Cluster, namespace: str, redis_client: aioredis.Redis
+) -> None:
+    history = cluster.start("roomstream_history", name="history")
+    url = cluster.start(
+        GATEWAY,
+        env={"ROOMSTREAM_NODE_ID": "gw-h", "ROOMSTREAM_HISTORY_URL": history.url},
+        name="gw-h",
+    ).ws_url
+    await make_room(redis_client, namespace, "desk", "kim", ["kim", "lee"])
+    kim = Collector(Client(url, make_token("kim")))
+    lee = Collector(Client(url, make_token("lee")))
+    try:
+        await kim.client.connect()
+        await lee.client.connect()
+        sent = await kim.client.send("desk", "first draft")
+        assert sent.seq is not None
+        edited = await kim.client.edit("desk", sent.seq, "final text")
+        with pytest.raises(CommandError) as not_yours:
+            await lee.client.edit("desk", sent.seq, "hijacked")
+        assert not_yours.value.code == "forbidden"
+        deleted = await kim.client.delete("desk", sent.seq)
+        assert (edited.seq, deleted.seq) == (sent.seq + 1, sent.seq + 2)
+        await kim.client.typing("desk")
+        await wait_until(
+            lambda: any(e.type == "typing" and e.user == "kim" for e in lee.events), "typing"
+        )
+        kinds = [e.kind for e in lee.events if e.type == "event" and e.seq is not None]
+        await wait_until(
+            lambda: (
+                [e.kind for e in lee.events if e.type == "event" and e.seq is not None][-3:]
+                == ["message", "message_edited", "message_deleted"]
+            ),
+            f"lee sees the message, its edit and its deletion (so far {kinds})",
+        )
+        presence = await lee.client.presence("desk")
+        assert presence.room == "desk"
+
+        async def history_has_all() -> bool:
+            page = await lee.client.history("desk", limit=10)
+            return [e.seq for e in page.events][-3:] == [sent.seq, sent.seq + 1, sent.seq + 2]
+
+        for _ in range(200):  # the history service persists asynchronously
+            if await history_has_all():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("history never returned the three events")
+        page = await lee.client.history("desk", limit=10)
+        assert page.events[0].seq == 1 and page.events[0].kind == "room_created"
+    finally:
+        await kim.stop()
+        await lee.stop()
