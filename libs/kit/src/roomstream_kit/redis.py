@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeAlias
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
@@ -45,6 +45,24 @@ def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
         options.setdefault("max_connections", CLUSTER_MAX_CONNECTIONS_PER_NODE)
         return RedisCluster.from_url(settings.redis_url, **options)
     return Redis.from_url(settings.redis_url, **options)
+
+
+def connect_pooled(settings: CommonSettings, size: int, wait_s: float = 10.0) -> AnyRedis:
+    """Like `connect`, but a single-server client shares at most `size` connections and a
+    command waits up to `wait_s` for a free one (redis-py's default pool raises "Too many
+    connections" past 100 commands in flight, e.g. a gateway's burst of connects)."""
+    if settings.redis_cluster:
+        return connect(settings)
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=size,
+        timeout=wait_s,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        health_check_interval=30,
+        socket_connect_timeout=2.0,
+        socket_keepalive=True,
+    )
+    return Redis.from_pool(pool)
 
 
 def same_slot_groups(redis: AnyRedis, keys: Iterable[str]) -> list[list[str]]:
