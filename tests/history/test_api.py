@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import httpx
-from roomstream_kit.eventlog import EventLog
+from roomstream_contracts.events import EventKind
+from roomstream_contracts.ids import new_event_id
+from roomstream_kit.eventlog import EventLog, RoomCheck
 
 from tests.conftest import Cluster, make_token, service_token
-from tests.history.helpers import create_room, delete, edit, get_messages, send, wait_for
+from tests.history.helpers import (
+    create_room,
+    delete,
+    edit,
+    envelope,
+    get_messages,
+    send,
+    wait_for,
+)
 
 SVC = service_token()
 
@@ -147,3 +160,28 @@ async def test_bad_input_gets_4xx_and_service_keeps_running(
     assert hist.running
     r = await get_messages(hist.url, "room", SVC, limit=200)
     assert r.status_code == 200 and r.json()["events"][0]["kind"] == "room_created"
+
+
+async def test_persist_span_continues_the_producers_trace(
+    cluster: Cluster, eventlog: EventLog
+) -> None:
+    hist = cluster.start(
+        "roomstream_history", name="history", env={"OTEL_TRACES_EXPORTER": "console"}
+    )
+    await create_room(eventlog, "traced", "alice")
+    trace_id, parent_id = new_event_id(), new_event_id()[:16]
+    env = envelope(
+        EventKind.MESSAGE, "traced", "alice", {"text": "hi", "client_id": "c1"}
+    ).model_copy(update={"trace": {"traceparent": f"00-{trace_id}-{parent_id}-01"}})
+    seq = (await eventlog.append(env, room_check=RoomCheck.EXISTS)).seq
+    assert seq is not None
+    await wait_for(lambda: _persisted(hist.url, "traced", seq), what="persisted")
+    assert hist.terminate() in (0, -15)  # a clean stop flushes the span processor
+    spans = [
+        json.loads(block)
+        for block in re.findall(r"^\{\n.*?^\}$", hist.log_path.read_text(), re.M | re.S)
+    ]
+    persist = [s for s in spans if s.get("name") == "history.persist"]
+    assert len(persist) == 1
+    assert persist[0]["context"]["trace_id"] == f"0x{trace_id}"
+    assert persist[0]["parent_id"] == f"0x{parent_id}"

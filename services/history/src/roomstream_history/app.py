@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
+from opentelemetry import trace
 from roomstream_kit.auth import service_token
 from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.http import health_routes
@@ -135,6 +136,10 @@ class HistoryService:
         if self.pool is not None:
             await self.pool.close()
         await self.redis.aclose()
+        # uvicorn re-raises SIGTERM after shutdown, so atexit hooks may not run: flush spans now.
+        flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+        if flush is not None:
+            flush()
 
     async def ready_redis(self) -> None:
         await self.redis.ping()
