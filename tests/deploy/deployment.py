@@ -4,7 +4,7 @@ gateways."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import Cluster
@@ -18,7 +18,7 @@ class Deployment:
     history: ServiceProcess
     gateways: list[ServiceProcess]
     lb: HAProxyProcess | None = None
-    extra: list[ServiceProcess] = field(default_factory=list)
+    monitor: ServiceProcess | None = None
 
     @property
     def gateway_urls(self) -> list[str]:
@@ -36,8 +36,10 @@ def start_deployment(
     gateways: int = 2,
     env: dict[str, str] | None = None,
     with_lb: bool = False,
+    with_monitor: bool = False,
 ) -> Deployment:
-    """rooms + history + N gateways (node ids gateway-1..N), optionally behind HAProxy."""
+    """rooms + history + N gateways (node ids gateway-1..N), optionally behind HAProxy, and
+    optionally the monitor."""
     env = dict(env or {})
     rooms_port, history_port = free_port(), free_port()
     env["ROOMSTREAM_ROOMS_URL"] = f"http://127.0.0.1:{rooms_port}"
@@ -57,6 +59,10 @@ def start_deployment(
         for i in range(1, gateways + 1)
     ]
     deployment = Deployment(rooms, history, gws)
+    if with_monitor:
+        deployment.monitor = cluster.start(
+            "roomstream_monitor", env={**env, "ROOMSTREAM_NODE_ID": "monitor-1"}
+        )
     if with_lb:
         port = free_port()
         config = render_haproxy(

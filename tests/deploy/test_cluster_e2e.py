@@ -1,4 +1,4 @@
-"""Gateways, rooms and history against a real 3-master Redis Cluster.
+"""Gateways, rooms, history and the monitor against a real 3-master Redis Cluster.
 
 Checks delivery (every client on either gateway gets every event exactly once, in seq order),
 history (the history service persisted every message through the cluster consumer), and recovery
@@ -70,7 +70,8 @@ async def _scenario(cluster: Cluster, redis_cluster: RedisClusterProcesses, tmp_
         "ROOMSTREAM_REDIS_CLUSTER": "1",
         "ROOMSTREAM_RECENT_PER_ROOM": str(RECENT_PER_ROOM),
     }
-    deployment = start_deployment(cluster, tmp_path, env=env)
+    deployment = start_deployment(cluster, tmp_path, env=env, with_monitor=True)
+    assert deployment.monitor is not None
     gw1, gw2 = deployment.gateway_urls
     rooms = ["alpha", "beta", "gamma"]  # different shards, so different masters
     for room in rooms:
@@ -90,6 +91,22 @@ async def _scenario(cluster: Cluster, redis_cluster: RedisClusterProcesses, tmp_
         last = max(seq for c in members for seq in c.acked.values())
         await wait_for(lambda m=members, s=last: all(c.last_seq() >= s for c in m), "delivery")
         check_exactly_once(members)
+
+    # the monitor sees every node and every connection through the cluster
+    monitor_url = deployment.monitor.url
+
+    async def monitor_sees_all() -> bool:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            r = await http.get(
+                f"{monitor_url}/api/stats", headers={"Authorization": f"Bearer {service_token()}"}
+            )
+        stats = r.json()
+        return r.status_code == 200 and (stats["nodes"], stats["connections"]) == (
+            5,
+            len(chatters),
+        )
+
+    await wait_for(monitor_sees_all, "the monitor's cluster-wide stats")
 
     # recovery: one client goes away, the room moves on past the recent buffer's reach
     away = next(c for c in chatters if c.room == "alpha")
