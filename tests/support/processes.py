@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -116,7 +117,5 @@ class ServiceProcess:
 
     def stop(self) -> None:
         if self.running:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.terminate(10)
-            except subprocess.TimeoutExpired:
-                pass
