@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -22,7 +23,17 @@ def run_asgi(app: ASGIApp, host: str, port: int) -> None:
         timeout_graceful_shutdown=10,
         ws="none",
     )
-    run_loop(uvicorn.Server(config).serve())
+    run_loop(_Server(config).serve())
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGTERM / SIGINT that led to a clean shutdown ends the
+    process with exit code 0 instead of being re-raised (uvicorn's default), so supervisors and
+    tests can tell a clean stop from a crash."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
