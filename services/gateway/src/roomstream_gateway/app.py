@@ -47,7 +47,7 @@ class Gateway:
         self.settings = settings
         self.node = settings.node_name("gateway")
         self.keys = settings.keys
-        self.redis = kit_redis.connect(settings)
+        self.redis = kit_redis.connect_pooled(settings, settings.redis_pool_size)
         self.tail_redis = kit_redis.connect(settings)
         self.eventlog = EventLog.from_settings(self.redis, settings)
         self.verifier = TokenVerifier(settings)

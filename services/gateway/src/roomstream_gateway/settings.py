@@ -50,6 +50,8 @@ class GatewaySettings(CommonSettings):
     """XREAD BLOCK of the delivery tail."""
     tail_count: int = Field(default=1000, ge=1)
     """Largest XREAD batch per shard."""
+    redis_pool_size: int = Field(default=64, ge=1)
+    """Redis connections shared by the commands of all sockets (more wait for a free one)."""
     http_timeout_s: float = Field(default=5.0, gt=0)
     """Timeout of calls to the rooms and history services."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis, same_slot_groups
 
 from .hub import Hub
 from .metrics import GatewayMetrics
@@ -40,19 +40,22 @@ class Tail:
 
     async def seek_end(self) -> None:
         """Start after the last entry of every shard (the `$` of XREAD, made explicit)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in self.ids:
-                pipe.xrevrange(key, "+", "-", count=1)
-            replies: list[Any] = await pipe.execute()
-        for key, last in zip(list(self.ids), replies, strict=True):
+        for key in list(self.ids):
+            last: Any = await self.redis.xrevrange(key, "+", "-", count=1)
             if last:
                 self.ids[key] = _text(last[0][0])
 
     async def run(self) -> None:
+        """One blocking reader over all shards (a Redis Cluster: one per hash slot)."""
+        groups = same_slot_groups(self.redis, list(self.ids))
+        await asyncio.gather(*(self._read(group) for group in groups))
+
+    async def _read(self, group: list[str]) -> None:
         backoff = 0.05
         while True:
+            streams: dict[Any, Any] = {key: self.ids[key] for key in group}
             try:
-                reply = await self.redis.xread(self.ids, count=self.count, block=self.block_ms)
+                reply = await self.redis.xread(streams, count=self.count, block=self.block_ms)
             except REDIS_DOWN_ERRORS as exc:
                 log.warning("tail: redis unavailable (%s); retrying in %.2fs", exc, backoff)
                 await asyncio.sleep(backoff)
