@@ -429,6 +429,7 @@ def main() -> None:
     parser.add_argument("--missed", type=int, default=100)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("faststream").setLevel(logging.WARNING)
 
     async def run() -> None:
         results: dict[str, float] = {}
