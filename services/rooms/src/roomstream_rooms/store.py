@@ -201,6 +201,8 @@ async def memberships_of(conn: Conn, pairs: Iterable[tuple[str, str]]) -> set[tu
 async def rooms_of_users(conn: Conn, users: Iterable[str]) -> dict[str, list[str]]:
     users = list(users)
     out: dict[str, list[str]] = {u: [] for u in users}
+    if not users:
+        return out
     rows = await conn.fetch(
         "SELECT user_id, room FROM memberships WHERE user_id = ANY($1) ORDER BY user_id, room",
         users,
@@ -212,10 +214,13 @@ async def rooms_of_users(conn: Conn, users: Iterable[str]) -> dict[str, list[str
 
 async def live_counts(conn: Conn, users: Iterable[str]) -> dict[str, int]:
     """Live connections per user (users without any are left out)."""
+    users = list(users)
+    if not users:
+        return {}
     rows = await conn.fetch(
         """SELECT user_id, count(*) AS n FROM connections
            WHERE user_id = ANY($1) AND closed_at IS NULL GROUP BY user_id""",
-        list(users),
+        users,
     )
     return {r["user_id"]: int(r["n"]) for r in rows}
 
@@ -233,9 +238,12 @@ async def room_presence(conn: Conn, room: str) -> dict[str, int]:
 
 async def conn_rows(conn: Conn, conns: Iterable[str]) -> dict[str, tuple[str, str, bool]]:
     """conn → (user, node, live)."""
+    conns = list(conns)
+    if not conns:
+        return {}
     rows = await conn.fetch(
         "SELECT conn, user_id, node, closed_at IS NULL AS live FROM connections WHERE conn = ANY($1)",
-        list(conns),
+        conns,
     )
     return {r["conn"]: (r["user_id"], r["node"], r["live"]) for r in rows}
 
