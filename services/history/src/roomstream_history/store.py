@@ -128,7 +128,16 @@ class HistoryStore:
             await conn.execute(_CLEAR_EDIT_TEXTS, [d[0] for d in deleted], [d[1] for d in deleted])
         missing = [p for p in targets if p not in found]
         if missing:
-            await conn.execute(_ADD_ORPHANS, [m[0] for m in missing], [m[1] for m in missing])
+            # Only targets not stored at all wait for their message; a target that is stored but
+            # is not a message (the gateway refuses such edits) is ignored.
+            absent = await conn.fetch(
+                "SELECT t.r, t.s FROM unnest($1::text[], $2::bigint[]) AS t(r, s) WHERE NOT EXISTS"
+                " (SELECT 1 FROM history_events e WHERE e.room = t.r AND e.seq = t.s)",
+                [m[0] for m in missing],
+                [m[1] for m in missing],
+            )
+            if absent:
+                await conn.execute(_ADD_ORPHANS, [a["r"] for a in absent], [a["s"] for a in absent])
         if orphans:
             await conn.execute(
                 "DELETE FROM history_orphans o USING unnest($1::text[], $2::bigint[]) AS t(r, s)"
