@@ -70,6 +70,7 @@ class _Batch:
     pairs: set[tuple[str, str]] = field(default_factory=set)
     presence_users: set[str] = field(default_factory=set)
     conns: dict[str, tuple[str, str]] = field(default_factory=dict)
+    members_before: set[tuple[str, str]] = field(default_factory=set)
     kinds: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
 
@@ -139,7 +140,8 @@ class Projector:
         self, conn: store.Conn, by_room: dict[str, list[Envelope]], conn_envs: list[Envelope]
     ) -> _Batch:
         b = _Batch()
-        # Every membership the batch mentions (applied or skipped), and which exist before it.
+        # Every membership the batch mentions, also in skipped events (their read models are
+        # rewritten too: that repairs a crash between an earlier commit and its Redis writes).
         for events in by_room.values():
             for env in events:
                 if env.kind in ROOM_KINDS:
@@ -147,7 +149,6 @@ class Projector:
                     if change is not None:
                         b.rooms.add(change.room)
                         b.pairs.update(members_touched(change))
-        members_before = await store.memberships_of(conn, b.pairs)
         last = await store.last_seqs(conn, by_room)
         for room in sorted(by_room):
             await self._apply_room(conn, room, last.get(room, 0), by_room[room], b)
@@ -191,7 +192,7 @@ class Projector:
                     before=before,
                     after=after,
                     rooms_after={u: rooms_of[u] for u in b.presence_users},
-                    joined=sorted(members_after - members_before),
+                    joined=sorted(members_after - b.members_before),
                 )
             )
             for notice in notices:
@@ -208,6 +209,14 @@ class Projector:
             events = events + filled
             plan = plan_room(last, events)
         b.skipped += sum(1 for e in events if e.seq is not None and e.seq <= last)
+        # Which of the memberships these events touch exist before them (for `online` notices).
+        pairs = {
+            p
+            for env in plan.apply
+            if env.kind in ROOM_KINDS and (change := _safe_room_change(env)) is not None
+            for p in members_touched(change)
+        }
+        b.members_before |= await store.memberships_of(conn, pairs)
         for env in plan.apply:
             with _tracer.start_as_current_span(
                 "rooms.apply",

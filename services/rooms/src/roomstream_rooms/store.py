@@ -78,7 +78,8 @@ async def apply_room_change(conn: Conn, change: RoomChange) -> None:
         )
     elif isinstance(change, AddMember):
         await conn.execute(
-            """INSERT INTO memberships (room, user_id, since_seq) VALUES ($1, $2, $3)
+            """INSERT INTO memberships (room, user_id, since_seq)
+               SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM rooms WHERE id = $1)
                ON CONFLICT DO NOTHING""",
             change.room,
             change.user,
