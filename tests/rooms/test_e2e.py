@@ -110,6 +110,22 @@ async def test_private_room_membership_through_the_api(cluster, namespace, redis
         assert send["type"] == "error" and send["code"] == "forbidden", send
         join = await request(mallory, {"type": "join", "room": "secret"})
         assert join["type"] == "error" and join["code"] == "forbidden", join
+
+        # A public room joined through a gateway: the rooms projection picks the join up.
+        r = await http.post(
+            "/rooms", json={"id": "plaza", "name": "Plaza", "kind": "public"}, headers=auth("alice")
+        )
+        assert r.status_code == 201
+        join = await request(mallory, {"type": "join", "room": "plaza"})
+        assert join["type"] == "joined" and join["seq"] == 2, join
+
+        async def mallory_in_plaza() -> bool:
+            r = await http.get("/users/mallory/rooms", headers=auth("mallory"))
+            return r.json() == {"rooms": ["plaza"]}
+
+        await poll(mallory_in_plaza)
+        r = await http.get("/rooms/plaza/members", headers=auth("mallory"))
+        assert r.json() == {"members": ["alice", "mallory"]}
         for ws in (alice, bob, mallory):
             await ws.close()
 
