@@ -14,10 +14,15 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from redis import Redis
 from redis.cluster import RedisCluster
+
+
+def _ping(port: int) -> bool:
+    return bool(Redis(host="127.0.0.1", port=port, socket_timeout=1).ping())
 
 
 def free_cluster_port() -> int:
@@ -96,9 +101,7 @@ class RedisClusterProcesses:
             log.close()
         deadline = time.monotonic() + timeout
         for port in self.ports:
-            self._wait(
-                lambda p=port: Redis(host="127.0.0.1", port=p, socket_timeout=1).ping(), deadline
-            )
+            self._wait(partial(_ping, port), deadline)
         subprocess.run(
             [
                 "redis-cli",
@@ -120,12 +123,13 @@ class RedisClusterProcesses:
         for port in self.ports:
             info = Redis(
                 host="127.0.0.1", port=port, socket_timeout=1, decode_responses=True
-            ).execute_command("CLUSTER INFO")  # redis-py parses the reply into a dict
+            ).execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call]
             if info.get("cluster_state") != "ok":
                 return False
         client = RedisCluster(host="127.0.0.1", port=self.ports[0])
         try:
-            return len(client.get_primaries()) == self.masters
+            primaries = client.get_primaries()  # type: ignore[no-untyped-call]
+            return len(primaries) == self.masters
         finally:
             client.close()
 
@@ -144,9 +148,9 @@ class RedisClusterProcesses:
     def slot_owner(self) -> dict[int, int]:
         """Port of the master owning each of the 16384 slots."""
         owners: dict[int, int] = {}
-        for start, end, *nodes in Redis(host="127.0.0.1", port=self.ports[0]).execute_command(
-            "CLUSTER SLOTS"
-        ):
+        admin = Redis(host="127.0.0.1", port=self.ports[0])
+        slots = admin.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call]
+        for start, end, *nodes in slots:
             port = int(nodes[0][1])
             for slot in range(int(start), int(end) + 1):
                 owners[slot] = port

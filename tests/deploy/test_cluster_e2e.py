@@ -9,6 +9,7 @@ partly from Postgres, since the recent buffer is kept short here).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -41,6 +42,10 @@ async def _history(history_url: str, room: str) -> list[int]:
             if not body["events"] or not body["more"]:
                 return seqs
             after = body["events"][-1]["seq"]
+
+
+def caught_up(chatters: list[Chatter], seq: int) -> Callable[[], bool]:
+    return lambda: all(c.last_seq() >= seq for c in chatters)
 
 
 CROSSSLOT_TAIL = "XREAD - all keys must map to the same key slot"
@@ -89,7 +94,7 @@ async def _scenario(cluster: Cluster, redis_cluster: RedisClusterProcesses, tmp_
     for room in rooms:
         members = [c for c in chatters if c.room == room]
         last = max(seq for c in members for seq in c.acked.values())
-        await wait_for(lambda m=members, s=last: all(c.last_seq() >= s for c in m), "delivery")
+        await wait_for(caught_up(members, last), "delivery")
         check_exactly_once(members)
 
     # the monitor sees every node and every connection through the cluster

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from roomstream_client import Client
@@ -60,10 +61,16 @@ async def test_rolling_restart_loses_nothing(cluster: Cluster, tmp_path: Path) -
         def acked() -> int:
             return sum(len(c.acked) for c in chatters)
 
+        def acked_reaches(target: int) -> Callable[[], bool]:
+            return lambda: acked() >= target
+
+        def lb_reaches(node: str) -> Callable[[], Awaitable[bool]]:
+            return lambda: _lb_reaches(lb_url, node)
+
         for gateway in deployment.gateways:
             node = gateway.name  # gateway-N = its node id
             progress = acked()
-            await wait_for(lambda p=progress: acked() >= p + 10, "traffic before the restart")
+            await wait_for(acked_reaches(progress + 10), "traffic before the restart")
             # A socket of our own on this gateway sees the restart close code.
             async with connect(
                 gateway.ws_url, additional_headers={"Authorization": f"Bearer {make_token('obs')}"}
@@ -76,12 +83,12 @@ async def test_rolling_restart_loses_nothing(cluster: Cluster, tmp_path: Path) -
                         await observer.recv()
                 assert observer.close_code == 1012
             progress = acked()
-            await wait_for(lambda p=progress: acked() >= p + 10, f"traffic while {node} is down")
+            await wait_for(acked_reaches(progress + 10), f"traffic while {node} is down")
             await asyncio.to_thread(gateway.start)
-            await wait_for(lambda n=node: _lb_reaches(lb_url, n), f"balancer sends to {node}")
+            await wait_for(lb_reaches(node), f"balancer sends to {node}")
 
         progress = acked()
-        await wait_for(lambda: acked() >= progress + 10, "traffic after the restarts")
+        await wait_for(acked_reaches(progress + 10), "traffic after the restarts")
         stop.set()
         await asyncio.wait_for(asyncio.gather(*senders), timeout=120)
         # every send was acknowledged
