@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from roomstream_client import Client
 from roomstream_contracts.frames import EventFrame
 
@@ -48,28 +47,9 @@ def caught_up(chatters: list[Chatter], seq: int) -> Callable[[], bool]:
     return lambda: all(c.last_seq() >= seq for c in chatters)
 
 
-CROSSSLOT_TAIL = "XREAD - all keys must map to the same key slot"
-"""The gateway's delivery tail reading every shard in one XREAD: refused by a cluster."""
-
-
 async def test_services_on_a_redis_cluster(
     cluster: Cluster, redis_cluster: RedisClusterProcesses, tmp_path: Path
 ) -> None:
-    try:
-        await _scenario(cluster, redis_cluster, tmp_path)
-    except Exception:
-        # The gateway logs its dead tail task only when it stops: stop everything, then look.
-        cluster.stop_all()
-        for proc in cluster.procs:
-            if CROSSSLOT_TAIL in proc.tail(400):
-                pytest.xfail(
-                    f"{proc.name}: the gateway tail reads all shards in one XREAD (CROSSSLOT); "
-                    "it needs one XREAD per slot: roomstream_kit.redis.same_slot_groups"
-                )
-        raise
-
-
-async def _scenario(cluster: Cluster, redis_cluster: RedisClusterProcesses, tmp_path: Path) -> None:
     env = {
         "REDIS_URL": redis_cluster.url,
         "ROOMSTREAM_REDIS_CLUSTER": "1",
