@@ -43,8 +43,7 @@ class AppliedSeqs:
             if now >= deadline:
                 return False
             if now >= next_poll:
-                async with self.pool.acquire() as conn:
-                    last = (await store.last_seqs(conn, [room])).get(room, 0)
+                last = await self._applied_in_postgres(room)
                 if last >= seq:
                     self.advance({room: last})
                     return True
@@ -53,3 +52,12 @@ class AppliedSeqs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), min(next_poll, deadline) - now)
         return True
+
+    async def _applied_in_postgres(self, room: str) -> int:
+        """The room's applied seq in Postgres; 0 while Postgres cannot answer (the wait then
+        ends with its timeout, and the API answers `unavailable`)."""
+        try:
+            async with self.pool.acquire(timeout=self.poll_s * 4) as conn:
+                return (await store.last_seqs(conn, [room])).get(room, 0)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return 0
