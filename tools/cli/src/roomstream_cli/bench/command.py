@@ -80,6 +80,9 @@ class Result:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     latency_max_ms: float | None
+    ack_p50_ms: float | None
+    """Send → ack (the append path without the fan-out)."""
+    ack_p99_ms: float | None
     gateway_cpu_us_per_frame: float | None
     gateway_cpu_percent: float | None
     load_generator_cpu_percent: float
@@ -241,7 +244,9 @@ def _summarize(
         members[rooms[i % len(rooms)]] += 1
     published: dict[str, int] = {}
     latency = Histogram()
+    acks = Histogram()
     for r in reports:
+        acks.merge(Histogram.from_json(r.get("ack_latency") or {}))
         for room, n in r["published"].items():
             published[room] = published.get(room, 0) + n
         latency.merge(Histogram.from_json(r["latency"]))
@@ -269,6 +274,8 @@ def _summarize(
         latency_p50_ms=ms(latency.percentile(50)),
         latency_p99_ms=ms(latency.percentile(99)),
         latency_max_ms=ms(latency.max_s if latency.count else None),
+        ack_p50_ms=ms(acks.percentile(50)),
+        ack_p99_ms=ms(acks.percentile(99)),
         gateway_cpu_us_per_frame=round(cpu_s * 1e6 / frames, 2) if pids and frames else None,
         gateway_cpu_percent=round(100 * cpu_s / args.duration, 1) if pids else None,
         load_generator_cpu_percent=round(
@@ -300,6 +307,7 @@ def _print(r: Result) -> None:
         f"loss              {r.loss} of {r.expected_deliveries} ({100 * r.loss_ratio:.3f} %)",
         f"duplicates        {r.duplicates}",
         f"latency ms        p50 {r.latency_p50_ms}  p99 {r.latency_p99_ms}  max {r.latency_max_ms}",
+        f"send → ack ms     p50 {r.ack_p50_ms}  p99 {r.ack_p99_ms}",
         f"gateway CPU       {r.gateway_cpu_us_per_frame} µs per delivered frame "
         f"({r.gateway_cpu_percent} % of one core, all gateways)",
         f"gateway RSS       {r.rss_kb_per_connection} KB per connection",

@@ -38,6 +38,8 @@ class Counters:
     measured_received: int = 0
     """Receipts of measured messages (loss)."""
     latency: Histogram = field(default_factory=Histogram)
+    ack_latency: Histogram = field(default_factory=Histogram)
+    """Send → ack of measured messages (the append path alone)."""
     published: dict[str, int] = field(default_factory=dict)
     send_errors: dict[str, int] = field(default_factory=dict)
 
@@ -108,7 +110,8 @@ async def _publish(
     tasks: set[asyncio.Task[None]] = set()
 
     async def send_one(room: str, sender: Client, measured: bool) -> None:
-        text = f"b|{time.time():.6f}|{1 if measured else 0}"
+        sent_at = time.time()
+        text = f"b|{sent_at:.6f}|{1 if measured else 0}"
         try:
             await sender.send(room, text)
         except CommandError as exc:
@@ -120,6 +123,7 @@ async def _publish(
             return
         if measured:
             c.published[room] = c.published.get(room, 0) + 1
+            c.ack_latency.add(time.time() - sent_at)
 
     await asyncio.sleep(max(0.0, start - time.time()))
     while True:
@@ -196,6 +200,7 @@ async def _main() -> None:
             "reconnects": reconnects,
             "cpu_s": await worker_cpu,
             "latency": counters.latency.to_json(),
+            "ack_latency": counters.ack_latency.to_json(),
         }
     )
     with contextlib.suppress(Exception):
