@@ -12,6 +12,7 @@ from roomstream_client import Client, CommandError, ConnectionClosedFatal, Event
 
 from tests.client.helpers import make_room, wait_until
 from tests.conftest import Cluster, make_token
+from tests.support.processes import free_port
 
 GATEWAY = "roomstream_gateway"
 
@@ -283,3 +284,15 @@ async def test_edit_delete_typing_history_presence_through_the_client(
     finally:
         await kim.stop()
         await lee.stop()
+
+
+async def test_connect_rotates_past_dead_urls_and_times_out_when_none_answer(
+    cluster: Cluster,
+) -> None:
+    dead = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    url = start_gateway(cluster, "gw-live")
+    async with Client([dead, url], make_token("fay")) as fay:
+        assert fay.url == url
+        assert (await fay.ping()).type == "pong"
+    with pytest.raises(TimeoutError):
+        await Client([dead], make_token("fay"), connect_timeout=1.0).connect()
