@@ -170,6 +170,10 @@ class Gateway:
             self.metrics.auth_failures.add(1, {"reason": "token"})
             await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
             return
+        # The handshake's headers are not needed any more: free them (memory per idle socket).
+        request.headers.clear()
+        if conn.response is not None:
+            conn.response.headers.clear()
         self._seq += 1
         session = Session(conn, f"{self.node}:{os.getpid():x}:{self._seq:x}", claims.sub)
         try:
