@@ -212,3 +212,7 @@ async def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
         assert await snapshot(redis_client, namespace, database_url) == before
         r = await http.get("/rooms/vault/members", headers=auth("alice"))
         assert r.json() == {"members": ["alice", "bob"]}
+        # Every error answer is counted by code.
+        metrics = (await http.get("/metrics")).text
+        for code in ("not_found", "bad_request", "forbidden", "unauthorized", "conflict"):
+            assert f'roomstream_rooms_api_errors_total{{code="{code}"' in metrics, code
