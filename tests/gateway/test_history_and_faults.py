@@ -1,0 +1,147 @@
+"""Replay past the recent buffer through the real history service, and the gateway riding out a
+Redis outage (its own redis-server): `unavailable` meanwhile, nothing lost after."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+
+from tests.conftest import service_token
+from tests.gateway.helpers import client, create_room, events_of, keys, poll, request
+from tests.support.processes import free_port
+
+GATEWAY = "roomstream_gateway"
+
+
+async def _send(ws, room: str, text: str) -> dict:
+    ack = await request(ws, {"type": "send", "room": room, "text": text, "id": text})
+    assert ack["type"] == "ack", ack
+    return ack
+
+
+async def test_replay_and_edit_past_the_recent_buffer_use_history(cluster, namespace, redis_client):
+    await create_room(redis_client, namespace, "main", "alice", members=["bob"])
+    history = cluster.start("roomstream_history")
+    gw = cluster.start(GATEWAY, env={"ROOMSTREAM_HISTORY_URL": history.url})
+    alice, _ = await client(gw.ws_url, "alice")
+    for i in range(10):
+        await _send(alice, "main", f"m{i}")  # seqs 2..11
+
+    async def persisted() -> bool:
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {service_token()}"}
+        ) as http:
+            r = await http.get(f"{history.url}/rooms/main/messages", params={"after": 0})
+        return r.status_code == 200 and any(e["seq"] == 11 for e in r.json()["events"])
+
+    await poll(persisted)
+    # Seqs 2..7 leave the recent buffer: they can only come from history now.
+    await redis_client.xtrim(keys(namespace).recent("main"), minid="8-0", approximate=False)
+    await alice.close()
+
+    bob, welcome = await client(gw.ws_url, "bob")
+    assert welcome["rooms"]["main"]["seq"] == 11
+    joined = await request(bob, {"type": "join", "room": "main", "since": 1})
+    assert (joined["recovered"], joined["missed"], joined["seq"]) == (True, 10, 11)
+    replayed = await events_of(bob, "main", 10)
+    assert [e["seq"] for e in replayed] == list(range(2, 12))
+    assert [e["data"]["text"] for e in replayed] == [f"m{i}" for i in range(10)]
+
+    # The history command is proxied to the history service.
+    page = await request(bob, {"type": "history", "room": "main", "before": 6, "limit": 3})
+    assert page["type"] == "history"
+    assert [e["seq"] for e in page["events"]] == [3, 4, 5] and page["more"] is True
+
+    # Editing a message that left the recent buffer: the author is checked against history.
+    refused = await request(bob, {"type": "edit", "room": "main", "seq": 3, "text": "nope"})
+    assert refused["code"] == "forbidden"
+    alice, _ = await client(gw.ws_url, "alice")
+    edited = await request(alice, {"type": "edit", "room": "main", "seq": 3, "text": "m1!"})
+    assert edited["type"] == "ack" and edited["seq"] == 12
+    (ev,) = await events_of(bob, "main", 1, kind="message_edited")
+    assert ev["data"] == {"target_seq": 3, "text": "m1!"}
+    await alice.close()
+    await bob.close()
+
+
+def _start_redis(port: int, data_dir: Path) -> subprocess.Popen:
+    """Our own redis-server, persisting to `data_dir` (AOF) so that a restart keeps the log."""
+    proc = subprocess.Popen(
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(data_dir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError("redis-server did not start")
+
+
+async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_path):
+    port = free_port()
+    server = _start_redis(port, tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
+    own = aioredis.Redis.from_url(url)
+    try:
+        await create_room(own, namespace, "main", "alice", members=["bob"])
+        await own.aclose()
+        gw = cluster.start(GATEWAY, env={"REDIS_URL": url})
+        alice, _ = await client(gw.ws_url, "alice")
+        bob, _ = await client(gw.ws_url, "bob")
+        await _send(alice, "main", "before")
+        (ev,) = await events_of(bob, "main", 1)
+        assert ev["data"]["text"] == "before"
+
+        server.terminate()
+        server.wait(10)
+        down = await request(alice, {"type": "send", "room": "main", "text": "x", "id": "down"})
+        assert (down["type"], down["code"]) == ("error", "unavailable")
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{gw.url}/readyz")).status_code == 503
+        # The sockets stay open meanwhile.
+        assert (await request(bob, {"type": "ping"}))["type"] == "pong"
+
+        server = _start_redis(port, tmp_path)
+        ack: dict = {}
+        deadline = time.monotonic() + 30
+        while ack.get("type") != "ack":
+            assert time.monotonic() < deadline, ack
+            ack = await request(
+                alice, {"type": "send", "room": "main", "text": "after", "id": "after"}
+            )
+            if ack.get("type") != "ack":
+                assert ack["code"] == "unavailable"
+                await asyncio.sleep(0.2)
+        assert ack["seq"] == 3
+        # The tail resumed from its last ids: the next event arrives, nothing in between.
+        (ev,) = await events_of(bob, "main", 1)
+        assert (ev["seq"], ev["data"]["text"]) == (3, "after")
+        await alice.close()
+        await bob.close()
+    finally:
+        server.terminate()
+        server.wait(10)
