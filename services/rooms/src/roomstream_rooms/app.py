@@ -97,7 +97,6 @@ def create_app(settings: RoomsSettings) -> Starlette:
             raise RuntimeError("the consumer has not started")
 
     routes = health_routes([redis_ready, postgres_ready, consumer_ready])
-    api_routes: list[Any] = []
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -120,8 +119,8 @@ def create_app(settings: RoomsSettings) -> Starlette:
             metrics=metrics,
             apply_timeout_s=settings.apply_timeout_s,
         )
-        api_routes[:] = api.routes()
-        app.router.routes.extend(api_routes)
+        # The API needs the pool and clients made here; uvicorn serves nothing before this.
+        app.router.routes.extend(api.routes())
         await projector.resync()
         consumer = LogConsumer(
             settings,
