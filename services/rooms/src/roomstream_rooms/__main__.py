@@ -8,7 +8,7 @@ import sys
 import orjson
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.serve import run_asgi, run_loop
-from roomstream_kit.telemetry import setup_telemetry
+from roomstream_kit.telemetry import setup_telemetry, shutdown_telemetry
 
 from .settings import RoomsSettings
 
@@ -37,12 +37,18 @@ def main(argv: list[str] | None = None) -> None:
         async def run() -> None:
             result.update(await rebuild(settings))
 
-        run_loop(run())
+        try:
+            run_loop(run())
+        finally:
+            shutdown_telemetry()
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
         return
     from .app import create_app
 
-    run_asgi(create_app(settings), settings.host, settings.port)
+    try:
+        run_asgi(create_app(settings), settings.host, settings.port)
+    finally:
+        shutdown_telemetry()  # flush the spans not exported yet
 
 
 if __name__ == "__main__":
