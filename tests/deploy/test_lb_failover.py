@@ -1,17 +1,22 @@
 """The repo's load balancer for real: HAProxy (deploy/haproxy.cfg, only the addresses changed) in
 front of two gateway processes. Clients know one URL, the balancer's; one gateway is SIGKILLed
 while they chat; they reconnect through the balancer to the other one and resume with no gap and
-no duplicate, and every acknowledged send is delivered exactly once."""
+no duplicate, and every acknowledged send is delivered exactly once. The room is made by the
+compose bootstrap job (deploy/bootstrap.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import Cluster
 from tests.deploy.deployment import start_deployment
-from tests.deploy.traffic import Chatter, check_exactly_once, create_public_room, wait_for
+from tests.deploy.traffic import Chatter, check_exactly_once, wait_for
 
+BOOTSTRAP = Path(__file__).resolve().parents[2] / "deploy" / "bootstrap.py"
 CLIENTS = 6
 MESSAGES_PER_CLIENT = 15
 
@@ -20,9 +25,21 @@ async def test_gateway_sigkill_behind_the_load_balancer(cluster: Cluster, tmp_pa
     deployment = start_deployment(cluster, tmp_path, with_lb=True)
     assert deployment.lb is not None
     try:
-        await create_public_room(deployment.rooms.url, "lobby")
+        # The compose bootstrap job creates `general`; run twice, it is idempotent.
+        env = {**os.environ, **cluster.env, "ROOMSTREAM_ROOMS_URL": deployment.rooms.url}
+        for state in ("created", "already exists"):
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, str(BOOTSTRAP)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert done.returncode == 0, done.stderr
+            assert f"room 'general' {state}" in done.stdout
         chatters = [
-            await Chatter(f"user{i}", [deployment.lb.ws_url], "lobby").start()
+            await Chatter(f"user{i}", [deployment.lb.ws_url], "general").start()
             for i in range(CLIENTS)
         ]
         # Round-robin without stickiness: both gateways got clients through the one URL.
