@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import redis.asyncio as aioredis
 
-from tests.conftest import service_token
+from tests.conftest import make_token, service_token
 from tests.gateway.helpers import client, create_room, events_of, keys, poll, request
 from tests.support.processes import free_port
 
@@ -145,3 +145,26 @@ async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_pa
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_join_asks_the_rooms_api_when_the_read_model_lacks_the_room(
+    cluster, namespace, redis_client
+):
+    rooms = cluster.start("roomstream_rooms")
+    gw = cluster.start(GATEWAY, env={"ROOMSTREAM_ROOMS_URL": rooms.url})
+    async with httpx.AsyncClient(
+        base_url=rooms.url, headers={"Authorization": f"Bearer {make_token('owner')}"}
+    ) as http:
+        r = await http.post("/rooms", json={"id": "api-room", "name": "API", "kind": "public"})
+        assert r.status_code == 201, r.text
+    k = keys(namespace)
+    await redis_client.delete(k.room("api-room"))  # as if the read model had been flushed
+    dora, _ = await client(gw.ws_url, "dora")
+    joined = await request(dora, {"type": "join", "room": "api-room"})
+    assert joined["type"] == "joined" and joined["seq"] >= 2, joined
+    ack = await _send(dora, "api-room", "hello api room")
+    (ev,) = await events_of(dora, "api-room", 1)
+    assert ev["seq"] == ack["seq"] == joined["seq"] + 1
+    missing = await request(dora, {"type": "join", "room": "no-such-room"})
+    assert missing["code"] == "not_found"
+    await dora.close()
