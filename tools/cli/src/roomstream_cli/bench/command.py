@@ -174,7 +174,19 @@ async def _create_rooms(redis: aioredis.Redis, args: argparse.Namespace, rooms: 
 async def _gateway_pids(redis: aioredis.Redis, args: argparse.Namespace) -> list[int]:
     if args.gateway_pids:
         return [int(p) for p in args.gateway_pids.split(",") if p.strip()]
-    keys = stream_keys(args.namespace)
+    # Gateways that just started may not have written their first heartbeat yet.
+    expected = len([u for u in args.urls.split(",") if u.strip()])
+    pids: list[int] = []
+    for _ in range(20):
+        pids = await _node_record_pids(redis, args.namespace)
+        if len(pids) >= expected:
+            break
+        await asyncio.sleep(0.5)
+    return pids
+
+
+async def _node_record_pids(redis: aioredis.Redis, namespace: str) -> list[int]:
+    keys = stream_keys(namespace)
     pids = []
     for node in await redis.zrange(keys.nodes(), 0, -1):
         name = node.decode() if isinstance(node, bytes) else str(node)
