@@ -5,7 +5,7 @@ from __future__ import annotations
 from roomstream_gateway.auth import origin_allowed, token_from_request
 from roomstream_gateway.hub import wire
 from roomstream_gateway.ratelimit import TokenBucket
-from roomstream_gateway.replay import assess
+from roomstream_gateway.replay import assess, has_hole
 from websockets.datastructures import Headers
 from websockets.frames import Frame
 from websockets.streams import StreamReader
@@ -58,3 +58,9 @@ def test_wire_is_a_valid_unmasked_text_frame():
     except StopIteration as done:
         frame = done.value
     assert frame.data == payload and frame.fin and frame.opcode.name == "TEXT"
+
+
+def test_hole_detection():
+    assert not has_hole([{"seq": 3}, {"seq": 4}])
+    assert has_hole([{"seq": 3}, {"seq": 5}])
+    assert not has_hole([])

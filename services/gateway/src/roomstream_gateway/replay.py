@@ -6,10 +6,12 @@ handled by the caller (the room is *held* in the session while this runs, see `c
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.redis import AnyRedis
 
@@ -70,4 +72,14 @@ async def missed_events(
     older: list[dict[str, Any]] = []
     if first_recent > since + 1 and current > since:
         older = await history_after(upstream, room, since, min(first_recent - 1, current))
-    return assess(older + recent, since, current)
+    events = older + recent
+    if has_hole(events):
+        # Events exist that neither Redis nor history serves right now (history still catching
+        # up with a trimmed recent buffer): retry later rather than skip them.
+        raise ProtocolError(ErrorCode.UNAVAILABLE, f"history of {room!r} is catching up; retry")
+    return assess(events, since, current)
+
+
+def has_hole(events: list[dict[str, Any]]) -> bool:
+    """Pure: whether the seqs of `events` (ascending) skip a number after the first one."""
+    return any(int(b["seq"]) != int(a["seq"]) + 1 for a, b in itertools.pairwise(events))
