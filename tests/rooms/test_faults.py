@@ -1,6 +1,6 @@
-"""Postgres goes away (a TCP proxy in front of it is cut) while events keep arriving: the API
-answers from Redis or says `unavailable` (never 500), and when Postgres returns the projection
-catches up with nothing lost."""
+"""Postgres or Redis goes away (a TCP proxy in front of it is cut) while events keep arriving: the
+API answers what it can or says `unavailable` (never 500, never a crash), and when the dependency
+returns the projection catches up with nothing lost."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from roomstream_contracts.events import EventKind
 
+from tests.conftest import REDIS_URL
 from tests.history.proxy import CuttableProxy
 from tests.rooms.helpers import (
     FAST_ENV,
@@ -77,3 +78,39 @@ async def test_postgres_outage_then_catch_up(cluster, namespace, database_url, r
 
 async def _applied(database_url: str, total: int) -> bool:
     return await applied_total(database_url) == total
+
+
+async def test_redis_outage_then_catch_up(cluster, namespace, database_url, redis_client):
+    target = urlsplit(REDIS_URL)
+    proxy = CuttableProxy(free_port(), target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    env = {
+        **FAST_ENV,
+        "REDIS_URL": urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.listen_port}")),
+    }
+    rooms = await asyncio.to_thread(cluster.start, ROOMS, env=env)
+    try:
+        async with api(rooms.url) as http:
+            body = {"id": "ops", "name": "Ops", "kind": "public", "members": ["bob"]}
+            assert (await http.post("/rooms", json=body, headers=auth("alice"))).status_code == 201
+
+            await proxy.cut()
+            for path in ("/rooms/ops", "/rooms/ops/members", "/rooms/ops/presence"):
+                r = await http.get(path, headers=auth("bob"))
+                assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable", r.text
+            r = await http.put("/rooms/ops/members/carol", headers=auth("alice"))
+            assert r.status_code == 503, r.text
+            # Other producers reach Redis meanwhile (the cut is only this service's link).
+            for i in range(10):
+                await append(redis_client, namespace, message("ops", "bob", f"m{i}"))
+            await append(
+                redis_client, namespace, member_event(EventKind.MEMBER_JOINED, "ops", "dave", "bob")
+            )
+
+            await proxy.restore()
+            await poll(lambda: _applied(database_url, 12))
+            r = await http.get("/rooms/ops/members", headers=auth("bob"))
+            assert r.json() == {"members": ["alice", "bob", "dave"]}
+            assert rooms.running
+    finally:
+        await proxy.cut()
