@@ -99,12 +99,21 @@ class Cluster:
         self.procs: list[ServiceProcess] = []
 
     def start(
-        self, module: str, *, port: int | None = None, env: dict[str, str] | None = None,
-        name: str | None = None, ready_path: str = "/readyz",
+        self,
+        module: str,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+        ready_path: str = "/readyz",
     ) -> ServiceProcess:
         proc = ServiceProcess(
-            module, {**self.env, **(env or {})}, port or free_port(), self.log_dir,
-            name=name, ready_path=ready_path,
+            module,
+            {**self.env, **(env or {})},
+            port or free_port(),
+            self.log_dir,
+            name=name,
+            ready_path=ready_path,
         )
         self.procs.append(proc)
         return proc.start()
