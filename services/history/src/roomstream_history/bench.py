@@ -37,6 +37,7 @@ from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.auth import issue_token
 from roomstream_kit.postgres import create_pool, ensure_database
 from roomstream_kit.redis import connect
+from roomstream_kit.telemetry import setup_telemetry
 
 from .app import HistoryService
 from .model import to_columns
@@ -82,8 +83,8 @@ async def scratch() -> AsyncIterator[HistorySettings]:
         await conn.close()
 
 
-def _message(room: str, seq: int, user: str) -> dict[str, Any]:
-    return {
+def _message(room: str, seq: int, user: str, *, traced: bool = False) -> dict[str, Any]:
+    env: dict[str, Any] = {
         "seq": seq,
         "v": 1,
         "id": new_event_id(),
@@ -93,9 +94,16 @@ def _message(room: str, seq: int, user: str) -> dict[str, Any]:
         "ts": now_ms(),
         "data": {"text": f"message {seq} of {room} " + "x" * 40, "client_id": new_event_id()},
     }
+    if traced:
+        # What the gateway's `send` puts in every envelope (its span is sampled): the consumer
+        # then starts one `history.persist` span per event, parented on it.
+        env["trace"] = {"traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"}
+    return env
 
 
-async def fill_log(settings: HistorySettings, rooms: list[str], per_room: int) -> int:
+async def fill_log(
+    settings: HistorySettings, rooms: list[str], per_room: int, *, traced: bool = False
+) -> int:
     """Append `per_room` messages to every room straight into the shard streams (pipelined)."""
     keys = settings.keys
     redis = connect(settings)
@@ -106,7 +114,7 @@ async def fill_log(settings: HistorySettings, rooms: list[str], per_room: int) -
             async with redis.pipeline(transaction=False) as pipe:
                 for room in rooms:
                     seqs[room] += 1
-                    env = _message(room, seqs[room], "bench")
+                    env = _message(room, seqs[room], "bench", traced=traced)
                     pipe.xadd(
                         keys.log(keys.room_shard(room)),
                         {"r": room, "k": "message", "e": orjson.dumps(env)},
@@ -127,21 +135,88 @@ async def _until_count(pool: asyncpg.Pool, total: int) -> None:
         await asyncio.sleep(0.05)
 
 
-async def bench_persist(events: int, rooms_n: int) -> dict[str, float]:
+async def _until_acked(settings: HistorySettings, group: str) -> None:
+    """Poll (cheaply: `XINFO GROUPS` per shard) until `group` has read and acknowledged every
+    entry of every shard. The consumer acknowledges only after the handler committed, so then
+    Postgres holds every event. (Polling `count(*)` instead would cost Postgres, which shares the
+    2 cores with the consumer, a scan of the growing table every few ms.)"""
+    redis = connect(settings)
+    try:
+        while True:
+            done = True
+            for stream in settings.keys.all_logs():
+                groups: Any = await redis.xinfo_groups(stream)
+                info = next((g for g in groups if _str(g["name"]) == group), None)
+                if info is None or info["pending"]:
+                    done = False
+                    break
+                last: Any = await redis.xrevrange(stream, count=1)
+                if last and _str(last[0][0]) != _str(info["last-delivered-id"]):
+                    done = False
+                    break
+            if done:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await redis.aclose()
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+async def bench_persist(
+    events: int, rooms_n: int, *, traced: bool = True, repeat: int = 1, strategies: bool = True
+) -> dict[str, float]:
+    """Log → Postgres by the production consumer and handler, in this process.
+
+    The clock starts once the service is up (database created and migrated) and its consumer
+    starts in the background; it stops when the `history` group has acknowledged every entry.
+    CPU is this process's (user + system) over the same interval: the consumer, the handler, the
+    span per traced event, asyncpg; Redis and Postgres are other processes.
+    """
     rooms = [f"room-{i}" for i in range(rooms_n)]
-    async with scratch() as settings:
-        total = await fill_log(settings, rooms, events // rooms_n)
-        svc = HistoryService(settings)
-        t0 = time.perf_counter()
-        await svc.start()
-        assert svc.pool is not None
-        await _until_count(svc.pool, total)
-        elapsed = time.perf_counter() - t0
-        await svc.stop()
-        rate = total / elapsed
-        print(f"persist: {total} events in {elapsed:.2f}s = {rate:,.0f} events/s (consumer → PG)")
-        strategies = await bench_strategies(settings, rooms)
-    return {"persist_events_per_s": rate, **strategies}
+    rates: list[float] = []
+    cpus: list[float] = []
+    out: dict[str, float] = {}
+    for run in range(repeat):
+        async with scratch() as settings:
+            total = await fill_log(settings, rooms, events // rooms_n, traced=traced)
+            svc = HistoryService(settings)
+            load = _load()
+            t0, c0 = time.perf_counter(), time.process_time()
+            await svc.start()
+            await _until_acked(settings, "history")
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+            assert svc.pool is not None
+            stored = int(await svc.pool.fetchval("SELECT count(*) FROM history_events"))
+            await svc.stop()
+            assert stored == total, (stored, total)
+            rate = total / elapsed
+            rates.append(rate)
+            cpus.append(cpu / total * 1e6)
+            print(
+                f"persist run {run + 1}: {total} events ({'traced' if traced else 'untraced'})"
+                f" in {elapsed:.2f}s = {rate:,.0f} events/s (consumer → PG),"
+                f" {cpu / total * 1e6:.1f} µs CPU/event in the process, load {load}"
+            )
+            if strategies and run == repeat - 1:
+                out.update(await bench_strategies(settings, rooms))
+    if repeat > 1:
+        print(
+            f"persist median of {repeat}: {statistics.median(rates):,.0f} events/s"
+            f" (min {min(rates):,.0f}, max {max(rates):,.0f}),"
+            f" {statistics.median(cpus):.1f} µs CPU/event"
+        )
+    return {
+        "persist_events_per_s": statistics.median(rates),
+        "persist_cpu_us_per_event": statistics.median(cpus),
+        **out,
+    }
 
 
 _COPY_INSERT = """
@@ -427,14 +502,32 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=100)
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--missed", type=int, default=100)
+    parser.add_argument("--repeat", type=int, default=1, help="persist: runs (median reported)")
+    parser.add_argument(
+        "--untraced", action="store_true", help="persist: envelopes without a trace context"
+    )
+    parser.add_argument(
+        "--no-strategies", action="store_true", help="persist: skip the write-strategy comparison"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("faststream").setLevel(logging.WARNING)
+    # As in the service process: the SDK tracer provider (no exporter), so spans cost what they
+    # cost in production.
+    setup_telemetry("history", "bench-history")
 
     async def run() -> None:
         results: dict[str, float] = {}
         if "persist" in args.which:
-            results.update(await bench_persist(args.events, args.rooms))
+            results.update(
+                await bench_persist(
+                    args.events,
+                    args.rooms,
+                    traced=not args.untraced,
+                    repeat=args.repeat,
+                    strategies=not args.no_strategies,
+                )
+            )
         if "replay" in args.which:
             results.update(await bench_replay(args.events // 2, args.rooms))
         if "reconnect" in args.which:
