@@ -85,21 +85,60 @@ class Gateway:
             interval_s=settings.heartbeat_interval_s,
             ttl_s=settings.heartbeat_ttl_s,
             stats=self._stats,
-            address=f"ws://{settings.host}:{settings.port}/ws",
+            address=f"ws://{_url_host(settings.advertised_host())}:{settings.port}/ws",
         )
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.essential: dict[str, asyncio.Task[Any]] = {}
+        """Background tasks without which the gateway does not work (the tail, the heartbeat):
+        `/readyz` answers 503 once one of them has ended."""
         self.server: Server | None = None
         self._rate_mark: tuple[float, int] = (0.0, 0)
         self._seq = 0
 
     # -- health and stats ---------------------------------------------------------------------
 
-    async def ready(self) -> bool:
+    async def ready(self) -> str | None:
+        """Why this gateway is not ready (`/readyz` 503), or None."""
+        for name, task in self.essential.items():
+            if task.done():
+                return f"{name} task is not running"
         try:
-            return bool(await asyncio.wait_for(self.redis.ping(), 2.0))
+            if await asyncio.wait_for(self.redis.ping(), 2.0):
+                return None
         except REDIS_DOWN_ERRORS:  # TimeoutError is an OSError
-            return False
+            pass
+        return "redis does not answer"
+
+    def start_background(self) -> None:
+        """Start the essential background tasks (the tail must have sought its start first)."""
+        for name, coro in (("tail", self.tail.run()), ("heartbeat", self._heartbeat())):
+            task = asyncio.create_task(coro, name=name)
+            task.add_done_callback(self._essential_done)
+            self.essential[name] = task
+
+    def _essential_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        log.critical(
+            "essential task %s ended: the gateway is not ready any more",
+            task.get_name(),
+            exc_info=exc,
+        )
+
+    async def _heartbeat(self) -> None:
+        """The node record, every interval; no error ends the loop (the kit's own loop stops
+        on anything but a Redis outage)."""
+        interval = self.settings.heartbeat_interval_s
+        while True:
+            try:
+                await self.heartbeat.beat()
+            except REDIS_DOWN_ERRORS as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+            await asyncio.sleep(interval)
 
     def _stats(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -266,8 +305,7 @@ class Gateway:
     async def run(self) -> None:
         s = self.settings
         await self.tail.seek_end()
-        tail_task = asyncio.create_task(self.tail.run(), name="tail")
-        self.heartbeat.start()
+        self.start_background()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -289,9 +327,9 @@ class Gateway:
         log.info("gateway listening", extra={"port": s.port, "node_id": self.node})
         await stop.wait()
         log.info("gateway stopping")
-        await self.shutdown(tail_task)
+        await self.shutdown()
 
-    async def shutdown(self, tail_task: asyncio.Task[None]) -> None:
+    async def shutdown(self) -> None:
         """Stop accepting, close every socket with 1012 (their `disconnected` is appended by
         their handlers), remove the node record."""
         assert self.server is not None
@@ -310,13 +348,22 @@ class Gateway:
         )
         with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
             await asyncio.wait_for(self.server.wait_closed(), self.settings.close_timeout_s + 5)
-        tail_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tail_task
+        await self.stop_background()
         await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
         await self.redis.aclose()
         await self.tail_redis.aclose()
+
+    async def stop_background(self) -> None:
+        tasks = list(self.essential.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _url_host(host: str) -> str:
+    """A host as it goes into a URL (IPv6 addresses in brackets)."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 async def main_async() -> None:

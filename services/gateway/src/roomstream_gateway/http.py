@@ -47,7 +47,7 @@ def error_response(status: int, code: str, message: str) -> Response:
 class HttpRoutes:
     """The `process_request` callback of the gateway's server."""
 
-    def __init__(self, settings: GatewaySettings, ready: Callable[[], Awaitable[bool]]) -> None:
+    def __init__(self, settings: GatewaySettings, ready: Callable[[], Awaitable[str | None]]) -> None:
         self.settings = settings
         self.origins = settings.origin_list()
         self.ready = ready
@@ -62,9 +62,10 @@ class HttpRoutes:
         if path == "/healthz":
             return json_response(200, {"status": "ok"})
         if path == "/readyz":
-            if await self.ready():
+            problem = await self.ready()
+            if problem is None:
                 return json_response(200, {"status": "ready"})
-            return error_response(503, "unavailable", "redis does not answer")
+            return error_response(503, "unavailable", problem)
         if path == "/metrics":
             body, content_type = metrics_response()
             return respond(200, body, content_type)

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Literal
 
 from pydantic import Field
 from roomstream_contracts.frames import AUTH_FRAME_TIMEOUT_S, MAX_FRAME_BYTES, MAX_TEXT_CHARS
 from roomstream_kit.settings import CommonSettings
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
 
 class GatewaySettings(CommonSettings):
     port: int = Field(default=8000, ge=0, le=65535)
+    advertise_host: str = ""
+    """Host name or address other processes reach this gateway at (the `address` of its node
+    record, scraped by the monitor). Empty: `host`, or this machine's hostname when `host` is a
+    wildcard address (0.0.0.0, ::)."""
 
     allowed_origins: str = ""
     """Comma-separated Origin allow-list; empty allows every origin. Requests without an Origin
@@ -54,6 +61,13 @@ class GatewaySettings(CommonSettings):
     """Redis connections shared by the commands of all sockets (more wait for a free one)."""
     http_timeout_s: float = Field(default=5.0, gt=0)
     """Timeout of calls to the rooms and history services."""
+
+    def advertised_host(self) -> str:
+        if self.advertise_host.strip():
+            return self.advertise_host.strip()
+        if self.host in WILDCARD_HOSTS:
+            return socket.gethostname()
+        return self.host
 
     def origin_list(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]

@@ -1,7 +1,9 @@
 """The delivery tail: one blocking XREAD over every shard, without a consumer group.
 
 It starts at the shards' current ends and keeps the last id per shard, so after a Redis error it
-backs off and resumes exactly where it stopped: nothing is skipped.
+backs off and resumes exactly where it stopped: nothing is skipped. Any other error (a bug, an
+unexpected reply) is logged and the loop goes on from the next id: the tail must not die, or
+delivery would stop silently for every socket of the gateway (`/readyz` also checks it runs).
 """
 
 from __future__ import annotations
@@ -61,9 +63,19 @@ class Tail:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # e.g. a reply redis-py cannot parse: log, back off, go on
+                log.exception("tail: read failed; retrying in %.2fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
             backoff = 0.05
             if reply:
-                self._deliver(reply)
+                try:
+                    self._deliver(reply)
+                except Exception:  # the ids are advanced first: go on from the next entry
+                    log.exception("tail: batch failed")
 
     def _deliver(self, reply: Any) -> None:
         entries: list[dict[bytes, bytes]] = []

@@ -1,0 +1,143 @@
+"""The gateway's background tasks: the tail survives unexpected errors, `/readyz` answers 503
+once an essential task has ended, and the node record advertises a reachable address."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Any
+
+import orjson
+import pytest
+from roomstream_contracts.streams import StreamKeys
+from roomstream_gateway.app import Gateway
+from roomstream_gateway.http import HttpRoutes
+from roomstream_gateway.metrics import GatewayMetrics
+from roomstream_gateway.settings import GatewaySettings
+from roomstream_gateway.tail import Tail
+from websockets.datastructures import Headers
+from websockets.http11 import Request
+
+from tests.conftest import REDIS_URL
+
+
+class FlakyRedis:
+    """xread: an unexpected error, then one batch per call from `batches`, then blocks."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+        self.calls = 0
+
+    async def xread(self, streams: dict[str, str], count: int, block: int) -> Any:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("a reply redis-py could not parse")
+        if self.batches:
+            return self.batches.pop(0)
+        await asyncio.sleep(3600)
+        return None
+
+
+class FlakyHub:
+    """deliver: fails on the first batch, records the others."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[dict[bytes, bytes]]] = []
+        self.failed = False
+
+    def deliver(self, entries: list[dict[bytes, bytes]]) -> tuple[int, int, list[int]]:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("a bug in delivery")
+        self.batches.append(list(entries))
+        return len(entries), len(entries), [0] * len(entries)
+
+
+def _entry(n: int) -> dict[bytes, bytes]:
+    return {b"r": b"main", b"k": b"message", b"e": orjson.dumps({"n": n})}
+
+
+async def test_tail_survives_read_and_delivery_errors(caplog: pytest.LogCaptureFixture) -> None:
+    keys = StreamKeys(namespace="tailtest", shards=1)
+    log_key = keys.log(0)
+    redis = FlakyRedis(
+        [
+            [[log_key.encode(), [(b"1-0", _entry(1))]]],  # the hub fails on this batch
+            [[log_key.encode(), [(b"2-0", _entry(2)), (b"3-0", _entry(3))]]],
+        ]
+    )
+    hub = FlakyHub()
+    tail = Tail(redis, keys, hub, GatewayMetrics(), block_ms=10, count=10)  # type: ignore[arg-type]
+    caplog.set_level(logging.ERROR)
+    task = asyncio.create_task(tail.run())
+    for _ in range(200):
+        if hub.batches:
+            break
+        await asyncio.sleep(0.01)
+    assert not task.done(), task
+    assert [orjson.loads(e[b"e"])["n"] for e in hub.batches[0]] == [2, 3]
+    assert tail.ids[log_key] == "3-0"  # went on from the next id after the failed batch
+    assert "tail: read failed" in caplog.text
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def _readyz() -> Request:
+    return Request("/readyz", Headers())
+
+
+async def test_readyz_is_503_when_an_essential_task_ended(namespace: str) -> None:
+    gw = Gateway(GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0))
+    routes = HttpRoutes(gw.settings, gw.ready)
+
+    async def tail_dies() -> None:
+        raise RuntimeError("boom")
+
+    gw.tail.run = tail_dies  # type: ignore[method-assign]
+    try:
+        assert await gw.ready() is None  # nothing started yet, Redis answers
+        gw.start_background()
+        await asyncio.sleep(0.05)
+        assert not gw.essential["heartbeat"].done()
+        assert await gw.ready() == "tail task is not running"
+        response = await routes(None, _readyz())  # type: ignore[arg-type]
+        assert response is not None and response.status_code == 503
+        assert b"tail task is not running" in response.body
+    finally:
+        await gw.stop_background()
+        await gw.heartbeat.stop(deregister=True)
+        await gw.upstream.aclose()
+        await gw.redis.aclose()
+        await gw.tail_redis.aclose()
+
+
+async def test_readyz_is_200_while_the_tasks_run(namespace: str) -> None:
+    gw = Gateway(GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0))
+    try:
+        await gw.tail.seek_end()
+        gw.start_background()
+        await asyncio.sleep(0.05)
+        response = await HttpRoutes(gw.settings, gw.ready)(None, _readyz())  # type: ignore[arg-type]
+        assert response is not None and response.status_code == 200
+    finally:
+        await gw.stop_background()
+        await gw.heartbeat.stop(deregister=True)
+        await gw.upstream.aclose()
+        await gw.redis.aclose()
+        await gw.tail_redis.aclose()
+
+
+def test_advertised_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("ROOMSTREAM_HOST", "ROOMSTREAM_ADVERTISE_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    assert GatewaySettings(host="127.0.0.1").advertised_host() == "127.0.0.1"
+    assert GatewaySettings(host="0.0.0.0").advertised_host() == socket.gethostname()
+    assert GatewaySettings(host="::").advertised_host() == socket.gethostname()
+    monkeypatch.setenv("ROOMSTREAM_ADVERTISE_HOST", "gateway-1")
+    settings = GatewaySettings(host="0.0.0.0", port=8000)
+    assert settings.advertised_host() == "gateway-1"
+    assert Gateway(settings).heartbeat.address == "ws://gateway-1:8000/ws"
+    monkeypatch.setenv("ROOMSTREAM_ADVERTISE_HOST", "fd00::1")
+    assert Gateway(GatewaySettings(port=8001)).heartbeat.address == "ws://[fd00::1]:8001/ws"
