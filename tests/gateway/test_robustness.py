@@ -141,3 +141,43 @@ def test_advertised_address(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Gateway(settings).heartbeat.address == "ws://gateway-1:8000/ws"
     monkeypatch.setenv("ROOMSTREAM_ADVERTISE_HOST", "fd00::1")
     assert Gateway(GatewaySettings(port=8001)).heartbeat.address == "ws://[fd00::1]:8001/ws"
+
+
+async def test_pipe_matches_redis_py_and_recovers(namespace: str) -> None:
+    """The pipelined connection (appends, tail XREAD): same replies as redis-py, NOSCRIPT
+    loads the script, a lost connection fails its pending commands and the next one
+    reconnects."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from roomstream_gateway.pipeline import AppendPipe, PipedTailRedis
+
+    gw = Gateway(GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0))
+    key = f"{namespace}:pipe-test"
+    try:
+        await gw.redis.xadd(key, {"a": "1", "b": "2"})
+        await gw.redis.xadd(key, {"a": "3"})
+        tail_redis = PipedTailRedis(gw.redis, REDIS_URL)
+        ours = await tail_redis.xread({key: "0-0"}, count=10, block=10)
+        theirs = await gw.redis.xread({key: "0-0"}, count=10, block=10)
+        assert ours == [[k, list(map(tuple, v))] for k, v in theirs]
+        assert await tail_redis.xread({key: "$"}, count=10, block=10) is None
+        await tail_redis.aclose()
+
+        pipe = AppendPipe(REDIS_URL)
+        pipe.sha = "0" * 40  # as if the script cache had been flushed: NOSCRIPT, then EVAL
+        keys = [key, f"{key}:x", f"{key}:y", f"{key}:z"]
+        reply = await pipe.evalsha(keys, ["", "typing", b"{}", "live", "", "", 10, "id", "", ""])
+        assert reply[0] == b"ok"
+        fut = pipe._issue(await pipe._connection(), ("BLPOP", f"{key}:never", 5))
+        assert pipe._proto is not None
+        pipe._proto.transport.abort()
+        with pytest.raises(RedisConnectionError):
+            await fut
+        assert await pipe.command("PING") == b"PONG"  # reconnected
+        with pytest.raises(RedisTimeoutError):  # silently stuck: dropped after the deadline
+            await pipe.command("BLPOP", f"{key}:never", 5, deadline_s=0.1)
+        assert await pipe.command("PING") == b"PONG"
+        pipe.close()
+    finally:
+        await gw.redis.delete(key)
+        await gw.redis.aclose()

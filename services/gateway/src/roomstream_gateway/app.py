@@ -34,6 +34,7 @@ from .commands import Commands
 from .http import HttpRoutes
 from .hub import Hub, wire
 from .metrics import GatewayMetrics
+from .pipeline import AppendPipe, PipedEventLog, PipedTailRedis, supported
 from .session import Session
 from .settings import GatewaySettings
 from .tail import Tail
@@ -48,8 +49,23 @@ class Gateway:
         self.node = settings.node_name("gateway")
         self.keys = settings.keys
         self.redis = kit_redis.connect_pooled(settings, settings.redis_pool_size)
-        self.tail_redis = kit_redis.connect(settings)
-        self.eventlog = EventLog.from_settings(self.redis, settings)
+        # The append script and the tail's XREAD over pipelined connections of their own
+        # (`pipeline`); redis-py for everything else, and for a cluster, TLS or a Unix socket.
+        self.pipe: AppendPipe | None = None
+        self.tail_redis: Any
+        if supported(settings.redis_url, settings.redis_cluster):
+            self.pipe = AppendPipe(settings.redis_url)
+            self.eventlog: EventLog = PipedEventLog(
+                self.redis,
+                settings.keys,
+                self.pipe,
+                recent_per_room=settings.recent_per_room,
+                dedupe_ttl_s=settings.dedupe_ttl_s,
+            )
+            self.tail_redis = PipedTailRedis(self.redis, settings.redis_url)
+        else:
+            self.eventlog = EventLog.from_settings(self.redis, settings)
+            self.tail_redis = kit_redis.connect(settings)
         self.verifier = TokenVerifier(settings)
         self.metrics = GatewayMetrics()
         self.hub = Hub(settings.max_buffer_bytes, self._slow_reader)
@@ -351,6 +367,8 @@ class Gateway:
         await self.stop_background()
         await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
+        if self.pipe is not None:
+            self.pipe.close()
         await self.redis.aclose()
         await self.tail_redis.aclose()
 

@@ -47,7 +47,9 @@ def error_response(status: int, code: str, message: str) -> Response:
 class HttpRoutes:
     """The `process_request` callback of the gateway's server."""
 
-    def __init__(self, settings: GatewaySettings, ready: Callable[[], Awaitable[str | None]]) -> None:
+    def __init__(
+        self, settings: GatewaySettings, ready: Callable[[], Awaitable[str | None]]
+    ) -> None:
         self.settings = settings
         self.origins = settings.origin_list()
         self.ready = ready

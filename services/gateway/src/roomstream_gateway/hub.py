@@ -125,17 +125,21 @@ class Hub:
             room_b = fields.get(FIELD_ROOM)
             if not room_b:
                 continue
-            room = room_b.decode()
-            envelope = None
-            if kind == _JOINED:
-                envelope = orjson.loads(fields[FIELD_EVENT])
-                self._member_joined(room, envelope.get("user"), envelope.get("seq") or 1)
-            subs = rooms.get(room)
-            if not subs:
+            try:
+                room = room_b.decode()
+                envelope = None
+                if kind == _JOINED:
+                    envelope = orjson.loads(fields[FIELD_EVENT])
+                    self._member_joined(room, envelope.get("user"), envelope.get("seq") or 1)
+                subs = rooms.get(room)
+                if not subs:
+                    continue
+                if envelope is None:
+                    envelope = orjson.loads(fields[FIELD_EVENT])
+                payload = client_frame_of(envelope)
+            except Exception:  # one malformed entry must not cost the rest of the batch
+                log.exception("hub: skipped an entry that could not be decoded")
                 continue
-            if envelope is None:
-                envelope = orjson.loads(fields[FIELD_EVENT])
-            payload = client_frame_of(envelope)
             if payload is None:
                 continue
             w = wire(payload)

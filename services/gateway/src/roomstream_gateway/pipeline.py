@@ -1,0 +1,254 @@
+"""Log appends and the tail's XREAD over dedicated pipelined Redis connections (the hot paths).
+
+redis-py spends ~100-200 µs of CPU per command in its pool, timeouts, retry and observability
+layers, and a command holds a pooled connection for its whole round trip. The append script is
+the gateway's busiest command, so appends go through `AppendPipe` instead: one connection, the
+commands of every socket written as soon as they are issued (Redis answers in order), replies
+parsed by hiredis. Nothing else changes: the same script (EVALSHA, loaded on NOSCRIPT), the same
+keys and arguments (`EventLog`), the same errors (a lost connection raises redis-py's
+`ConnectionError`, one of `REDIS_DOWN_ERRORS`: the command answers `unavailable`; nothing is
+retried blindly, so an append is never doubled). The next append reconnects.
+
+The tail's blocking XREAD gets a connection of its own (`PipedTailRedis`), with a client-side
+deadline of BLOCK + `XREAD_GRACE_S` (a silently dead connection is dropped and reconnected).
+
+Used for a single Redis server reached over plain TCP (`redis://`); a Redis Cluster, TLS or a
+Unix socket keep redis-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import deque
+from typing import Any
+from urllib.parse import urlsplit
+
+import hiredis
+from redis.asyncio.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from roomstream_contracts.streams import APPEND_SCRIPT, StreamKeys
+from roomstream_kit.eventlog import EventLog
+from roomstream_kit.redis import AnyRedis
+
+CONNECT_TIMEOUT_S = 2.0
+XREAD_GRACE_S = 5.0
+
+
+def supported(redis_url: str, cluster: bool) -> bool:
+    return not cluster and urlsplit(redis_url).scheme == "redis"
+
+
+def _encode(args: tuple[Any, ...]) -> bytes:
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            b = arg
+        elif isinstance(arg, str):
+            b = arg.encode()
+        else:
+            b = str(arg).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, pipe: AppendPipe) -> None:
+        self.pipe = pipe
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: Any = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiting = self.waiting
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            if not waiting:  # cannot happen: Redis answers what it was asked, in order
+                continue
+            fut = waiting.popleft()
+            if fut.done():
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                message = str(reply)
+                exc_type = NoScriptError if message.startswith("NOSCRIPT") else ResponseError
+                fut.set_exception(exc_type(message))
+            else:
+                fut.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = RedisConnectionError(f"connection to redis lost: {exc or 'closed'}")
+        self.pipe._lost(self)
+        while self.waiting:
+            fut = self.waiting.popleft()
+            if not fut.done():
+                fut.set_exception(self.lost)
+
+
+class AppendPipe:
+    """One pipelined connection: EVALSHA of the append script, or any command (`command`)."""
+
+    def __init__(self, redis_url: str) -> None:
+        params = parse_url(redis_url)
+        self.host = str(params.get("host") or "127.0.0.1")
+        self.port = int(params.get("port") or 6379)
+        self.db = int(params.get("db") or 0)
+        self.username = params.get("username")
+        self.password = params.get("password")
+        self.sha = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Future[_Protocol] | None = None
+
+    async def _connection(self) -> _Protocol:
+        proto = self._proto
+        if proto is not None:
+            return proto
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._connect())
+            try:
+                return await asyncio.shield(self._connecting)
+            finally:
+                self._connecting = None
+        return await asyncio.shield(self._connecting)
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), self.host, self.port),
+                CONNECT_TIMEOUT_S,
+            )
+        except TimeoutError as exc:
+            raise RedisTimeoutError(f"connecting to redis at {self.host}:{self.port}") from exc
+        except OSError as exc:
+            raise RedisConnectionError(f"connecting to redis: {exc}") from exc
+        setup: list[tuple[Any, ...]] = []
+        if self.password is not None:
+            user = (self.username,) if self.username else ()
+            setup.append(("AUTH", *user, self.password))
+        if self.db:
+            setup.append(("SELECT", self.db))
+        futures = [self._issue(proto, cmd) for cmd in setup]
+        try:
+            for fut in futures:
+                await fut
+        except BaseException:
+            if proto.transport is not None:
+                proto.transport.close()
+            raise
+        if proto.lost is None:
+            self._proto = proto
+        return proto
+
+    def _lost(self, proto: _Protocol) -> None:
+        if self._proto is proto:
+            self._proto = None
+
+    def _issue(self, proto: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        if proto.lost is not None or proto.transport is None:
+            raise proto.lost or RedisConnectionError("not connected to redis")
+        fut = asyncio.get_running_loop().create_future()
+        proto.waiting.append(fut)
+        proto.transport.write(_encode(args))
+        return fut
+
+    async def evalsha(self, keys: list[str], args: list[Any]) -> Any:
+        proto = await self._connection()
+        call = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        try:
+            return await self._issue(proto, call)
+        except NoScriptError:
+            proto = await self._connection()
+            return await self._issue(proto, ("EVAL", APPEND_SCRIPT, len(keys), *keys, *args))
+
+    async def command(self, *args: Any, deadline_s: float | None = None) -> Any:
+        proto = await self._connection()
+        fut = self._issue(proto, args)
+        if deadline_s is None:
+            return await fut
+        try:
+            return await asyncio.wait_for(fut, deadline_s)
+        except TimeoutError as exc:
+            # The reply may still come: this connection's order is lost, drop it.
+            if proto.transport is not None:
+                proto.transport.abort()
+            self._lost(proto)
+            raise RedisTimeoutError(f"no reply to {args[0]} within {deadline_s:.1f}s") from exc
+
+    def close(self) -> None:
+        if self._proto is not None and self._proto.transport is not None:
+            self._proto.transport.close()
+        self._proto = None
+
+
+class _PipedScript:
+    """Stands in for redis-py's `AsyncScript` of `EventLog`: `await script(keys=, args=)`."""
+
+    def __init__(self, pipe: AppendPipe) -> None:
+        self.pipe = pipe
+
+    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        return await self.pipe.evalsha(keys, args)
+
+
+class PipedEventLog(EventLog):
+    """`EventLog` whose append script runs over an `AppendPipe` (other calls use `redis`)."""
+
+    def __init__(
+        self,
+        redis: AnyRedis,
+        keys: StreamKeys,
+        pipe: AppendPipe,
+        *,
+        recent_per_room: int,
+        dedupe_ttl_s: int,
+    ) -> None:
+        super().__init__(redis, keys, recent_per_room=recent_per_room, dedupe_ttl_s=dedupe_ttl_s)
+        self.pipe = pipe
+        self._script = _PipedScript(pipe)  # type: ignore[assignment]
+
+
+class PipedTailRedis:
+    """What `Tail` needs of a Redis client: XREAD over its own `AppendPipe` connection (fields
+    as dicts, like redis-py's), XREVRANGE through redis-py."""
+
+    def __init__(self, redis: AnyRedis, redis_url: str) -> None:
+        self.redis = redis
+        self.pipe = AppendPipe(redis_url)
+
+    async def xrevrange(self, key: str, max: str, min: str, count: int) -> Any:
+        return await self.redis.xrevrange(key, max, min, count=count)
+
+    async def xread(self, streams: dict[Any, Any], count: int, block: int) -> Any:
+        reply = await self.pipe.command(
+            "XREAD",
+            "COUNT",
+            count,
+            "BLOCK",
+            block,
+            "STREAMS",
+            *streams.keys(),
+            *streams.values(),
+            deadline_s=block / 1000 + XREAD_GRACE_S,
+        )
+        if not reply:
+            return reply
+        out = []
+        for stream, items in reply:
+            entries = []
+            for entry_id, fields in items:
+                it = iter(fields or ())
+                entries.append((entry_id, dict(zip(it, it, strict=True))))
+            out.append([stream, entries])
+        return out
+
+    async def aclose(self) -> None:
+        self.pipe.close()
