@@ -13,6 +13,12 @@ only after the handler returned, so a crash between the two delivers it again. A
 raises is retried with exponential backoff until it succeeds (a dependency that is down stalls the
 consumer; it never skips entries). An entry whose envelope cannot be decoded is logged and
 acknowledged: it can never succeed.
+
+Cost: the subscribers get a pass-through `parser` / `decoder`, so FastStream hands over the raw
+`XREADGROUP` reply of a batch without looking at its entries (its default batch parser would
+JSON-decode every entry, re-encode the batch and decode it again); each envelope is decoded once,
+by pydantic straight from the stored JSON (`decode_entries`). What is left per entry is the Redis
+reply parsing, that one decode and the `LogEntry`.
 """
 
 from __future__ import annotations
@@ -23,12 +29,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
-from faststream.redis.annotations import RedisStreamMessage
 from pydantic import ValidationError
 from redis.exceptions import ResponseError
-from roomstream_contracts.codec import decode_envelope
 from roomstream_contracts.events import SCHEMA_VERSION, Envelope
 from roomstream_contracts.streams import FIELD_EVENT
 
@@ -53,18 +58,41 @@ def decode_entries(
 ) -> list[LogEntry]:
     """Decode `(entry id, fields)` pairs, leaving out (and logging) undecodable ones."""
     out: list[LogEntry] = []
+    append = out.append
+    # `roomstream_contracts.codec.decode_envelope`, without the extra call per entry.
+    decode = Envelope.model_validate_json
     for entry_id, fields in raw:
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         try:
-            env = decode_envelope(fields[FIELD_EVENT])
+            env = decode(fields[FIELD_EVENT])
         except (KeyError, TypeError, ValidationError, ValueError) as exc:
-            log.error("skipping undecodable log entry %s %s: %s", stream, eid, exc)
+            log.error("skipping undecodable log entry %s %s: %s", stream, _str_id(entry_id), exc)
             continue
         if env.v > SCHEMA_VERSION:
-            log.warning("skipping entry %s %s of unknown schema version %s", stream, eid, env.v)
+            log.warning(
+                "skipping entry %s %s of unknown schema version %s",
+                stream,
+                _str_id(entry_id),
+                env.v,
+            )
             continue
-        out.append(LogEntry(stream, eid, env))
+        append(
+            LogEntry(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, env)
+        )
     return out
+
+
+def _str_id(entry_id: bytes | str) -> str:
+    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+
+
+async def _raw_parser(message: Any) -> StreamMessage[Any]:
+    """FastStream `parser`: wrap the raw read (ids + field dicts) without touching the entries."""
+    return StreamMessage(raw_message=message, body=b"", correlation_id="-")
+
+
+async def _raw_decoder(msg: StreamMessage[Any]) -> Any:
+    """FastStream `decoder`: the handler's body is the raw read itself."""
+    return msg.raw_message
 
 
 class LogConsumer:
@@ -98,9 +126,10 @@ class LogConsumer:
             settings.redis_url, logger=logging.getLogger("faststream")
         )
         self._stopping = False
-        self._inflight: set[tuple[str, bytes | str]] = set()
-        """Entries this process is handling now: XAUTOCLAIM also returns our *own* entries once
-        they waited longer than `reclaim_idle_ms` (a slow batch); those are left to their batch."""
+        self._inflight: dict[str, set[bytes | str]] = {stream: set() for stream in self.streams}
+        """Entries this process is handling now, per stream: XAUTOCLAIM also returns our *own*
+        entries once they waited longer than `reclaim_idle_ms` (a slow batch); those are left to
+        their batch."""
         for stream in self.streams:
             self._subscribe(stream)
 
@@ -125,40 +154,37 @@ class LogConsumer:
             last_id=">",
         )
 
-        async def on_batch(body: Any, msg: RedisStreamMessage) -> None:
-            data: Any = msg.raw_message["data"]
-            await self._handle_raw(stream, msg.raw_message["message_ids"], data)
+        async def on_batch(raw: Any) -> None:
+            await self._handle_raw(stream, raw["message_ids"], raw["data"])
 
-        async def on_reclaimed(body: Any, msg: RedisStreamMessage) -> None:
-            raw: Any = msg.raw_message["data"]
+        async def on_reclaimed(raw: Any) -> None:
+            data: Any = raw["data"]
             pairs = list(
-                zip(
-                    msg.raw_message["message_ids"],
-                    raw if isinstance(raw, list) else [raw],
-                    strict=True,
-                )
+                zip(raw["message_ids"], data if isinstance(data, list) else [data], strict=True)
             )
-            pairs = [(i, d) for i, d in pairs if (stream, i) not in self._inflight]
+            inflight = self._inflight[stream]
+            pairs = [(i, d) for i, d in pairs if i not in inflight]
             if not pairs:
                 return
             ids = [i for i, _ in pairs]
-            data = [d for _, d in pairs]
             log.info("reclaimed %d pending entries of %s", len(ids), stream)
-            await self._handle_raw(stream, ids, data)
+            await self._handle_raw(stream, ids, [d for _, d in pairs])
 
-        self.broker.subscriber(stream=live, ack_policy=AckPolicy.MANUAL)(on_batch)
-        self.broker.subscriber(stream=reclaim, ack_policy=AckPolicy.MANUAL)(on_reclaimed)
+        for sub, handler in ((live, on_batch), (reclaim, on_reclaimed)):
+            self.broker.subscriber(
+                stream=sub, ack_policy=AckPolicy.MANUAL, parser=_raw_parser, decoder=_raw_decoder
+            )(handler)
 
     async def _handle_raw(self, stream: str, ids: Sequence[bytes], data: Sequence[Any]) -> None:
-        marks = [(stream, i) for i in ids]
-        self._inflight.update(marks)
+        inflight = self._inflight.setdefault(stream, set())
+        inflight.update(ids)
         try:
             entries = decode_entries(stream, list(zip(ids, data, strict=True)))
             if entries:
                 await self._call_handler(entries)
             await self._ack(stream, ids)
         finally:
-            self._inflight.difference_update(marks)
+            inflight.difference_update(ids)
 
     # -- processing --------------------------------------------------------------------------
 
