@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_history.model import PageQuery, row_body, to_columns
+from roomstream_history.model import PageQuery, row_body, to_rows
 from roomstream_history.store import HistoryStore
 from roomstream_kit.postgres import create_pool, migrate
 
@@ -30,14 +30,14 @@ async def test_batches_are_idempotent_and_edits_apply_in_any_order(database_url:
             ev(6, EventKind.MESSAGE_DELETED, {"target_seq": 3}),
             ev(7, EventKind.MESSAGE_EDITED, {"target_seq": 1, "text": "not a message"}),
         ]
-        assert sum((await store.persist(to_columns([joined]))).values()) == 1
-        assert sum((await store.persist(to_columns(early))).values()) == 4
+        assert sum((await store.persist(to_rows([joined]))).values()) == 1
+        assert sum((await store.persist(to_rows(early))).values()) == 4
         orphans = await pool.fetch("SELECT room, target_seq FROM history_orphans ORDER BY 2")
         assert [(o["room"], o["target_seq"]) for o in orphans] == [("r", 2), ("r", 3)]
         late = [msg(2, "two"), msg(3, "three")]
-        assert sum((await store.persist(to_columns(late))).values()) == 2
+        assert sum((await store.persist(to_rows(late))).values()) == 2
         # Everything again: nothing new, nothing changes.
-        again = await store.persist(to_columns([joined, *early, *late]))
+        again = await store.persist(to_rows([joined, *early, *late]))
         assert sum(again.values()) == 0
         rows, more = await store.page("r", PageQuery(limit=50))
         bodies = {r["seq"]: row_body(r) for r in rows}

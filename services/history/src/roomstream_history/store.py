@@ -7,14 +7,14 @@ from typing import Any
 
 import asyncpg
 
-from .model import EDIT_KINDS, Columns, PageQuery
+from .model import PageQuery, Rows
 
+# $1: the batch as one JSON array of [room, seq, id, kind, user, ts, data, target_seq] (`Rows`).
 _INSERT = """
 WITH ins AS (
     INSERT INTO history_events (room, seq, id, kind, user_id, ts, data, target_seq)
-    SELECT r, s, i, k, u, t, d::jsonb, g
-    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                $7::text[], $8::bigint[]) AS x(r, s, i, k, u, t, d, g)
+    SELECT x->>0, (x->>1)::bigint, x->>2, x->>3, x->>4, (x->>5)::bigint, x->6, (x->>7)::bigint
+    FROM jsonb_array_elements($1::jsonb) AS x
     ON CONFLICT DO NOTHING
     RETURNING kind
 )
@@ -69,49 +69,32 @@ class HistoryStore:
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def persist(self, cols: Columns) -> Counter[str]:
+    async def persist(self, rows: Rows) -> Counter[str]:
         """Store a batch idempotently and apply its edits/deletes, in one transaction.
 
         Returns how many events of each kind were new (duplicates are skipped silently).
         """
         inserted: Counter[str] = Counter()
-        if not len(cols):
+        if not len(rows):
             return inserted
+        param = rows.json()
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                _INSERT,
-                cols.room,
-                cols.seq,
-                cols.id,
-                cols.kind,
-                cols.user,
-                cols.ts,
-                cols.data,
-                cols.target_seq,
-            )
-            for row in rows:
+            for row in await conn.fetch(_INSERT, param):
                 inserted[row["kind"]] = row["n"]
-            targets = {
-                (r, t)
-                for r, k, t in zip(cols.room, cols.kind, cols.target_seq, strict=True)
-                if k in EDIT_KINDS and t is not None
-            }
-            orphans = await self._orphans_now_present(conn, cols)
+            targets = rows.targets()
+            orphans = await self._orphans_now_present(conn, rows)
             if targets or orphans:
                 await self._apply_edits(conn, targets, orphans)
         return inserted
 
     async def _orphans_now_present(
-        self, conn: asyncpg.Connection, cols: Columns
+        self, conn: asyncpg.Connection, rows: Rows
     ) -> set[tuple[str, int]]:
         """Edits stored before their message whose message is in this batch."""
         waiting = await conn.fetch("SELECT room, target_seq FROM history_orphans LIMIT 10000")
         if not waiting:
             return set()
-        messages = {
-            (r, s) for r, s, k in zip(cols.room, cols.seq, cols.kind, strict=True) if k == "message"
-        }
-        return {(w["room"], w["target_seq"]) for w in waiting} & messages
+        return {(w["room"], w["target_seq"]) for w in waiting} & rows.messages()
 
     async def _apply_edits(
         self,
