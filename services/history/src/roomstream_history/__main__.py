@@ -6,7 +6,7 @@ from roomstream_kit.logs import setup_logging
 from roomstream_kit.serve import run_asgi
 from roomstream_kit.telemetry import setup_telemetry
 
-from .app import create_app
+from .app import create_app, tune_gc
 from .settings import HistorySettings
 
 
@@ -15,7 +15,9 @@ def main() -> None:
     node = settings.node_name("history")
     setup_logging("history", node, settings.log_level, settings.log_format)
     setup_telemetry("history", node)
-    run_asgi(create_app(settings), settings.host, settings.port)
+    app = create_app(settings)
+    tune_gc()
+    run_asgi(app, settings.host, settings.port)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import orjson
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.auth import issue_token
@@ -40,7 +41,7 @@ from roomstream_kit.postgres import create_pool, ensure_database
 from roomstream_kit.redis import connect
 from roomstream_kit.telemetry import setup_telemetry
 
-from .app import HistoryService
+from .app import HistoryService, tune_gc
 from .model import Rows, to_rows
 from .settings import HistorySettings
 from .store import HistoryStore
@@ -476,6 +477,13 @@ async def bench_reconnect(clients: int, missed: int, rooms_n: int) -> dict[str, 
     return {"reconnect_all_caught_up_s": elapsed, "reconnect_retries": float(retries)}
 
 
+class _DiscardSpans(SpanExporter):
+    """An exporter that drops what it gets: the cost of recorded spans without a collector."""
+
+    def export(self, spans: Any) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
 class _Unavailable(Exception):
     """The gateway answered `unavailable`: retry later, as a client does."""
 
@@ -532,12 +540,29 @@ def main() -> None:
     parser.add_argument(
         "--no-strategies", action="store_true", help="persist: skip the write-strategy comparison"
     )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="persist: keep CPython's default GC settings (the service process tunes them)",
+    )
+    parser.add_argument(
+        "--export-spans",
+        action="store_true",
+        help="persist: install a span processor (batching, discarding exporter), as a configured"
+        " OTEL_TRACES_EXPORTER does; by default there is none, as in the default configuration",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("faststream").setLevel(logging.WARNING)
     # As in the service process: the SDK tracer provider (no exporter), so spans cost what they
     # cost in production.
-    setup_telemetry("history", "bench-history")
+    setup_telemetry(
+        "history",
+        "bench-history",
+        span_processor=BatchSpanProcessor(_DiscardSpans()) if args.export_spans else None,
+    )
+    if not args.default_gc:
+        tune_gc()  # as `python -m roomstream_history` does
 
     async def run() -> None:
         results: dict[str, float] = {}
