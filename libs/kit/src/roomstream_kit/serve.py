@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from types import FrameType
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from .shutdown import arm_shutdown_deadline
+
+SHUTDOWN_DEADLINE_S = 30.0
+"""Longest a stop may take (uvicorn's graceful timeout is 10 s, then the lifespan shutdown)."""
 
 
 def run_asgi(app: ASGIApp, host: str, port: int) -> None:
@@ -34,6 +40,8 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
         self._captured_signals.clear()
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to guard
+            arm_shutdown_deadline(SHUTDOWN_DEADLINE_S, asyncio.get_running_loop())
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:
