@@ -178,6 +178,13 @@ async def test_pipe_matches_redis_py_and_recovers(namespace: str) -> None:
             await pipe.command("BLPOP", f"{key}:never", 5, deadline_s=0.1)
         assert await pipe.command("PING") == b"PONG"
         pipe.close()
+
+        stuck = AppendPipe(REDIS_URL, deadline_s=0.2)  # the watchdog replaces a stuck connection
+        fut = stuck._issue(await stuck._connection(), ("BLPOP", f"{key}:never", 5))
+        with pytest.raises(RedisConnectionError):
+            await asyncio.wait_for(fut, 3)
+        assert await stuck.command("PING") == b"PONG"
+        stuck.close()
     finally:
         await gw.redis.delete(key)
         await gw.redis.aclose()

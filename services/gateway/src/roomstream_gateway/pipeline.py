@@ -19,7 +19,9 @@ Unix socket keep redis-py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import socket
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +36,9 @@ from roomstream_kit.eventlog import EventLog
 from roomstream_kit.redis import AnyRedis
 
 CONNECT_TIMEOUT_S = 2.0
+APPEND_DEADLINE_S = 10.0
+"""An append without a reply by then fails as `unavailable` and its connection is replaced
+(a silently dead connection would otherwise hold every append forever)."""
 XREAD_GRACE_S = 5.0
 
 
@@ -59,11 +64,17 @@ class _Protocol(asyncio.Protocol):
         self.pipe = pipe
         self.reader = hiredis.Reader()
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.issued: deque[float] = deque()
+        """Loop time at which each waiting command was written (the watchdog's clock)."""
         self.transport: Any = None
         self.lost: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -75,6 +86,7 @@ class _Protocol(asyncio.Protocol):
             if not waiting:  # cannot happen: Redis answers what it was asked, in order
                 continue
             fut = waiting.popleft()
+            self.issued.popleft()
             if fut.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
@@ -96,8 +108,10 @@ class _Protocol(asyncio.Protocol):
 class AppendPipe:
     """One pipelined connection: EVALSHA of the append script, or any command (`command`)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, deadline_s: float = APPEND_DEADLINE_S) -> None:
         params = parse_url(redis_url)
+        self.deadline_s = deadline_s
+        self._watchdog: asyncio.Future[None] | None = None
         self.host = str(params.get("host") or "127.0.0.1")
         self.port = int(params.get("port") or 6379)
         self.db = int(params.get("db") or 0)
@@ -146,7 +160,20 @@ class AppendPipe:
             raise
         if proto.lost is None:
             self._proto = proto
+            self._watchdog = asyncio.ensure_future(self._watch(proto))
         return proto
+
+    async def _watch(self, proto: _Protocol) -> None:
+        """Replace the connection when its oldest command waits longer than the deadline (a
+        silently dead connection would otherwise hold every append forever): its commands fail
+        with ConnectionError (`unavailable`), the next one reconnects. Blocking commands with a
+        deadline of their own (the tail's XREAD) have a connection of their own."""
+        loop = asyncio.get_running_loop()
+        while proto.lost is None:
+            await asyncio.sleep(1.0)
+            stuck = proto.issued and loop.time() - proto.issued[0] > self.deadline_s
+            if stuck and proto.transport is not None:
+                proto.transport.abort()
 
     def _lost(self, proto: _Protocol) -> None:
         if self._proto is proto:
@@ -155,8 +182,10 @@ class AppendPipe:
     def _issue(self, proto: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if proto.lost is not None or proto.transport is None:
             raise proto.lost or RedisConnectionError("not connected to redis")
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         proto.waiting.append(fut)
+        proto.issued.append(loop.time())
         proto.transport.write(_encode(args))
         return fut
 
@@ -174,6 +203,11 @@ class AppendPipe:
         fut = self._issue(proto, args)
         if deadline_s is None:
             return await fut
+        return await self._wait(proto, fut, deadline_s, str(args[0]))
+
+    async def _wait(
+        self, proto: _Protocol, fut: asyncio.Future[Any], deadline_s: float, name: str
+    ) -> Any:
         try:
             return await asyncio.wait_for(fut, deadline_s)
         except TimeoutError as exc:
@@ -181,9 +215,11 @@ class AppendPipe:
             if proto.transport is not None:
                 proto.transport.abort()
             self._lost(proto)
-            raise RedisTimeoutError(f"no reply to {args[0]} within {deadline_s:.1f}s") from exc
+            raise RedisTimeoutError(f"no reply to {name} within {deadline_s:.1f}s") from exc
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
         self._proto = None
@@ -222,7 +258,7 @@ class PipedTailRedis:
 
     def __init__(self, redis: AnyRedis, redis_url: str) -> None:
         self.redis = redis
-        self.pipe = AppendPipe(redis_url)
+        self.pipe = AppendPipe(redis_url, deadline_s=float("inf"))  # XREAD: its own deadline
 
     async def xrevrange(self, key: str, max: str, min: str, count: int) -> Any:
         return await self.redis.xrevrange(key, max, min, count=count)
