@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from roomstream_contracts.codec import envelope_tail
 from roomstream_contracts.events import Envelope
@@ -63,6 +63,14 @@ class OwnerCheck:
     user: str
 
 
+class ScriptRunner(Protocol):
+    """Runs the append script: `await runner(keys=[...], args=[...])` → the script's reply.
+
+    redis-py's registered script is one; the gateway passes its own pipelined runner."""
+
+    async def __call__(self, keys: list[str], args: list[str | bytes | int]) -> Any: ...
+
+
 class EventLog:
     """Producer side of the log for one deployment (`keys`)."""
 
@@ -73,20 +81,24 @@ class EventLog:
         *,
         recent_per_room: int = DEFAULT_RECENT_PER_ROOM,
         dedupe_ttl_s: int = DEFAULT_DEDUPE_TTL_S,
+        script: ScriptRunner | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.recent_per_room = recent_per_room
         self.dedupe_ttl_s = dedupe_ttl_s
-        self._script = redis.register_script(APPEND_SCRIPT)
+        self._script: ScriptRunner = script or redis.register_script(APPEND_SCRIPT)
 
     @classmethod
-    def from_settings(cls, redis: AnyRedis, settings: CommonSettings) -> EventLog:
+    def from_settings(
+        cls, redis: AnyRedis, settings: CommonSettings, script: ScriptRunner | None = None
+    ) -> EventLog:
         return cls(
             redis,
             settings.keys,
             recent_per_room=settings.recent_per_room,
             dedupe_ttl_s=settings.dedupe_ttl_s,
+            script=script,
         )
 
     def shard_of(self, envelope: Envelope) -> int:

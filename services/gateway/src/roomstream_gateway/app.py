@@ -26,6 +26,7 @@ from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.redis import REDIS_DOWN_ERRORS
+from roomstream_kit.shutdown import arm_shutdown_deadline
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -35,7 +36,7 @@ from .commands import Commands
 from .http import HttpRoutes
 from .hub import Hub, wire
 from .metrics import GatewayMetrics
-from .pipeline import AppendPipe, PipedEventLog, PipedTailRedis, supported
+from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
 from .session import Session
 from .settings import GatewaySettings
 from .tail import Tail
@@ -56,13 +57,7 @@ class Gateway:
         self.tail_redis: Any
         if supported(settings.redis_url, settings.redis_cluster):
             self.pipe = AppendPipe(settings.redis_url)
-            self.eventlog: EventLog = PipedEventLog(
-                self.redis,
-                settings.keys,
-                self.pipe,
-                recent_per_room=settings.recent_per_room,
-                dedupe_ttl_s=settings.dedupe_ttl_s,
-            )
+            self.eventlog = EventLog.from_settings(self.redis, settings, PipedScript(self.pipe))
             self.tail_redis = PipedTailRedis(self.redis, settings.redis_url)
         else:
             self.eventlog = EventLog.from_settings(self.redis, settings)
@@ -349,6 +344,7 @@ class Gateway:
         log.info("gateway listening", extra={"port": s.port, "node_id": self.node})
         await stop.wait()
         log.info("gateway stopping")
+        arm_shutdown_deadline(s.shutdown_deadline_s)
         await self.shutdown()
 
     async def shutdown(self) -> None:

@@ -31,8 +31,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from roomstream_contracts.streams import APPEND_SCRIPT, StreamKeys
-from roomstream_kit.eventlog import EventLog
+from roomstream_contracts.streams import APPEND_SCRIPT
 from roomstream_kit.redis import AnyRedis
 
 CONNECT_TIMEOUT_S = 2.0
@@ -225,31 +224,14 @@ class AppendPipe:
         self._proto = None
 
 
-class _PipedScript:
-    """Stands in for redis-py's `AsyncScript` of `EventLog`: `await script(keys=, args=)`."""
+class PipedScript:
+    """The append script over an `AppendPipe`: a `roomstream_kit.eventlog.ScriptRunner`."""
 
     def __init__(self, pipe: AppendPipe) -> None:
         self.pipe = pipe
 
-    async def __call__(self, keys: list[str], args: list[Any]) -> Any:
+    async def __call__(self, keys: list[str], args: list[str | bytes | int]) -> Any:
         return await self.pipe.evalsha(keys, args)
-
-
-class PipedEventLog(EventLog):
-    """`EventLog` whose append script runs over an `AppendPipe` (other calls use `redis`)."""
-
-    def __init__(
-        self,
-        redis: AnyRedis,
-        keys: StreamKeys,
-        pipe: AppendPipe,
-        *,
-        recent_per_room: int,
-        dedupe_ttl_s: int,
-    ) -> None:
-        super().__init__(redis, keys, recent_per_room=recent_per_room, dedupe_ttl_s=dedupe_ttl_s)
-        self.pipe = pipe
-        self._script = _PipedScript(pipe)  # type: ignore[assignment]
 
 
 class PipedTailRedis:

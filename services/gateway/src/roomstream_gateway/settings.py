@@ -41,6 +41,8 @@ class GatewaySettings(CommonSettings):
     """WebSocket keepalive ping interval (also the `heartbeat` of `welcome`)."""
     ping_timeout_s: float = Field(default=20.0, gt=0)
     close_timeout_s: float = Field(default=5.0, gt=0)
+    shutdown_deadline_s: float = Field(default=30.0, gt=0)
+    """Longest a stop (SIGTERM) may take; past it the process logs where it hung and exits 1."""
     max_queue: int = Field(default=4, ge=1)
     """Incoming frames buffered per socket before reading pauses (memory per connection)."""
 
