@@ -66,6 +66,7 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 """Buckets of every histogram whose unit is `s` (the SDK's default ones start at 5 s)."""
 
 _configured = False
+_span_processors = 0
 _provider: TracerProvider | None = None
 
 TRACE_FILE_ENV = "ROOMSTREAM_TRACE_FILE"
@@ -157,10 +158,11 @@ def setup_telemetry(
 
     A later call only adds its `span_processor` (tests running several parts in one process).
     """
-    global _configured, _provider
+    global _configured, _provider, _span_processors
     if _configured:
         if span_processor is not None and _provider is not None:
             _provider.add_span_processor(span_processor)
+            _span_processors += 1
         return
     _configured = True
     resource = build_resource(service, node)
@@ -175,12 +177,21 @@ def setup_telemetry(
         )
     )
     provider = TracerProvider(resource=resource)
-    if span_processor is not None:
-        provider.add_span_processor(span_processor)
-    for processor in _exporter_processors():
+    processors = [span_processor] if span_processor is not None else []
+    processors += _exporter_processors()
+    for processor in processors:
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     _provider = provider
+    _span_processors = len(processors)
+
+
+def spans_recorded() -> bool:
+    """Whether spans of this process go anywhere. False only when `setup_telemetry` installed
+    the tracer provider with no span processor (the default, `OTEL_TRACES_EXPORTER=none`): hot
+    paths may then skip building spans that would be dropped unseen. True before set-up (some
+    other provider may be in charge)."""
+    return not _configured or _span_processors > 0
 
 
 def shutdown_telemetry() -> None:
