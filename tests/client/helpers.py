@@ -8,10 +8,9 @@ import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.eventlog import EventLog, RoomCheck
+
+from tests.support import rooms as support_rooms
 
 DEADLINE_S = 60.0
 
@@ -19,32 +18,10 @@ DEADLINE_S = 60.0
 async def make_room(
     redis: aioredis.Redis, namespace: str, room: str, owner: str, members: list[str]
 ) -> None:
-    """Append `room_created` (seq 1) and write room hash (public), members and user-rooms."""
-    keys = StreamKeys(namespace=namespace)
-    everyone = sorted({owner, *members})
-    envelope = Envelope(
-        id=new_event_id(),
-        kind=EventKind.ROOM_CREATED,
-        room=room,
-        user=owner,
-        ts=now_ms(),
-        data={"name": room, "kind": "public", "owner": owner, "members": everyone},
+    """A public room written straight into the log and read models (`tests.support.rooms`)."""
+    await support_rooms.create_room(
+        redis, StreamKeys(namespace=namespace), room, owner, members=members
     )
-    result = await EventLog(redis, keys).append(envelope, room_check=RoomCheck.NEW)
-    assert result.ok and result.seq == 1, result
-    await redis.hset(
-        keys.room(room),
-        mapping={
-            "id": room,
-            "name": room,
-            "kind": "public",
-            "owner": owner,
-            "created_at": str(envelope.ts),
-        },
-    )
-    for user in everyone:
-        await redis.sadd(keys.members(room), user)
-        await redis.sadd(keys.user_rooms(user), room)
 
 
 async def wait_until(

@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import make_token
+from tests.support import rooms as support_rooms
 
 DEADLINE_S = 30.0
 
@@ -36,26 +37,8 @@ async def create_room(
     kind: str = "public",
     members: list[str] | None = None,
 ) -> None:
-    """Append `room_created` (seq 1) and write the rooms read model as the rooms service would."""
-    k = keys(namespace)
-    everyone = sorted({owner, *(members or [])})
-    env = Envelope(
-        id=new_event_id(),
-        kind=EventKind.ROOM_CREATED,
-        room=room,
-        user=owner,
-        ts=now_ms(),
-        data={"name": room, "kind": kind, "owner": owner, "members": everyone},
-    )
-    result = await EventLog(redis, k).append(env, room_check=RoomCheck.NEW)
-    assert result.ok, result
-    await redis.hset(
-        k.room(room),
-        mapping={"id": room, "name": room, "kind": kind, "owner": owner, "created_at": env.ts},
-    )
-    for user in everyone:
-        await redis.sadd(k.members(room), user)
-        await redis.sadd(k.user_rooms(user), room)
+    """A room written straight into the log and read models (`tests.support.rooms`)."""
+    await support_rooms.create_room(redis, keys(namespace), room, owner, kind=kind, members=members)
 
 
 async def append_member_event(

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import new_event_id, now_ms
-from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.eventlog import AppendResult, EventLog, RoomCheck
-from roomstream_kit.redis import AnyRedis
+
+from tests.support import rooms as support_rooms
 
 
 async def create_room(
@@ -27,29 +27,10 @@ async def create_room(
     kind: str = "public",
     members: list[str] | None = None,
 ) -> AppendResult:
-    everyone = sorted({owner, *(members or [])})
-    env = Envelope(
-        id=new_event_id(),
-        kind=EventKind.ROOM_CREATED,
-        room=room,
-        user=owner,
-        ts=now_ms(),
-        data={"name": room, "kind": kind, "owner": owner, "members": everyone},
+    """A room written straight into the log and read models (`tests.support.rooms`)."""
+    return await support_rooms.create_room(
+        log.redis, log.keys, room, owner, kind=kind, members=members
     )
-    result = await log.append(env, room_check=RoomCheck.NEW)
-    assert result.ok, result
-    keys: StreamKeys = log.keys
-    redis: AnyRedis = log.redis
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hset(
-            keys.room(room),
-            mapping={"id": room, "name": room, "kind": kind, "owner": owner, "created_at": env.ts},
-        )
-        pipe.sadd(keys.members(room), *everyone)
-        for user in everyone:
-            pipe.sadd(keys.user_rooms(user), room)
-        await pipe.execute()
-    return result
 
 
 def envelope(
