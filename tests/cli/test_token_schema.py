@@ -87,6 +87,9 @@ def test_checked_in_schemas_are_up_to_date(tmp_path: Path) -> None:
     """docs/schema is generated: it must match what `roomstream schema` writes now."""
     repo = Path(__file__).resolve().parents[2]
     roomstream("schema", "--out", str(tmp_path))
+    generated = sorted(p.name for p in tmp_path.iterdir())
+    committed_names = sorted(p.name for p in (repo / "docs" / "schema").iterdir())
+    assert generated and generated == committed_names
     for path in tmp_path.iterdir():
         committed = repo / "docs" / "schema" / path.name
         assert committed.read_text() == path.read_text(), f"run `roomstream schema` ({path.name})"

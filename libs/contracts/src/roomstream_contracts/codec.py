@@ -1,6 +1,6 @@
 """The one codec: JSON by orjson, for frames, envelopes and log entries.
 
-Pure functions. The gateway's delivery path calls `event_frame_bytes` once per event (not once per
+Pure functions. The gateway's delivery path calls `client_frame_of` once per event (not once per
 recipient); everything else may use the pydantic models.
 """
 

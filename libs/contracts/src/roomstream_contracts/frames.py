@@ -21,6 +21,8 @@ MAX_TEXT_CHARS = 8000
 HISTORY_DEFAULT_LIMIT = 50
 HISTORY_MAX_LIMIT = 200
 AUTH_FRAME_TIMEOUT_S = 5.0
+MAX_SEQ = 2**62 - 1
+"""Largest seq a command may name (seqs are BIGINT in Postgres; larger is a `bad_request`)."""
 
 
 class _Command(BaseModel):
@@ -40,7 +42,7 @@ class AuthCommand(_Command):
 class JoinCommand(_Command):
     type: Literal["join"]
     room: RoomId
-    since: Annotated[int, Field(ge=0)] | None = None
+    since: Annotated[int, Field(ge=0, le=MAX_SEQ)] | None = None
 
 
 class LeaveCommand(_Command):
@@ -58,14 +60,14 @@ class SendCommand(_Command):
 class EditCommand(_Command):
     type: Literal["edit"]
     room: RoomId
-    seq: Annotated[int, Field(ge=1)]
+    seq: Annotated[int, Field(ge=1, le=MAX_SEQ)]
     text: str
 
 
 class DeleteCommand(_Command):
     type: Literal["delete"]
     room: RoomId
-    seq: Annotated[int, Field(ge=1)]
+    seq: Annotated[int, Field(ge=1, le=MAX_SEQ)]
 
 
 class TypingCommand(_Command):
@@ -76,7 +78,7 @@ class TypingCommand(_Command):
 class HistoryCommand(_Command):
     type: Literal["history"]
     room: RoomId
-    before: Annotated[int, Field(ge=1)] | None = None
+    before: Annotated[int, Field(ge=1, le=MAX_SEQ)] | None = None
     limit: Annotated[int, Field(ge=1, le=HISTORY_MAX_LIMIT)] = HISTORY_DEFAULT_LIMIT
 
 

@@ -24,7 +24,7 @@ ClientMessageId = Annotated[str, StringConstraints(min_length=1, max_length=128)
 
 def is_room_id(value: str) -> bool:
     """Whether `value` is a valid room id."""
-    return _ROOM_ID_RE.match(value) is not None
+    return _ROOM_ID_RE.fullmatch(value) is not None
 
 
 def new_event_id() -> str:

@@ -229,9 +229,13 @@ class Gateway:
         session = Session(conn, f"{self.node}:{os.getpid():x}:{self._seq:x}", claims.sub)
         try:
             await self._welcome(session)
-        except REDIS_DOWN_ERRORS:
-            await conn.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable")
+        except Exception as exc:
             self.hub.remove(session)
+            if isinstance(exc, REDIS_DOWN_ERRORS):
+                await conn.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable")
+            else:
+                log.exception("welcome failed", extra={"conn": session.id, "user": session.user})
+                await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
         self.sessions.add(session)
         self.metrics.connections.add(1)
@@ -253,6 +257,15 @@ class Gateway:
     async def _welcome(self, session: Session) -> None:
         """Append `connected`, subscribe to the user's rooms, then read their seqs: welcome."""
         await self.eventlog.append(self._event(session, EventKind.CONNECTED, {}))
+        try:
+            await self._subscribe_and_welcome(session)
+        except BaseException:
+            # `connected` is in the log: its `disconnected` must be too, or presence keeps a
+            # connection that never existed.
+            await self._disconnected(session)
+            raise
+
+    async def _subscribe_and_welcome(self, session: Session) -> None:
         session.held = {}  # pending reply: rooms added meanwhile (member_joined) are held too
         self.hub.add(session)
         rooms = sorted(

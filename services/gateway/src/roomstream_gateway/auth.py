@@ -23,9 +23,18 @@ def origin_allowed(origin: str | None, allowed: Collection[str]) -> bool:
 
 
 def split_path(path: str) -> tuple[str, dict[str, list[str]]]:
-    """The path without its query, and the query's parameters."""
+    """The path without its query, and the query's parameters (`ValueError` if unparsable)."""
     parts = urlsplit(path)
     return parts.path, parse_qs(parts.query)
+
+
+def single_header(headers: Headers, name: str) -> str | None:
+    """A header that must appear at most once; `ValueError` when it is repeated (a repeated
+    Origin or Authorization is ambiguous: the request is refused rather than guessed at)."""
+    values = headers.get_all(name)
+    if len(values) > 1:
+        raise ValueError(f"repeated {name} header")
+    return values[0] if values else None
 
 
 def token_from_request(headers: Headers, path: str) -> str | None:
@@ -34,11 +43,15 @@ def token_from_request(headers: Headers, path: str) -> str | None:
     None means "expect an `auth` frame". A present but empty or non-bearer value is returned as
     "" so that it fails verification (4401) instead of waiting for a frame.
     """
-    auth = headers.get("Authorization")
+    try:
+        auth = single_header(headers, "Authorization")
+        query = split_path(path)[1]
+    except ValueError:
+        return ""  # fails verification: 4401
     if auth is not None:
         scheme, _, value = auth.strip().partition(" ")
         return value.strip() if scheme.lower() == "bearer" else ""
-    values = split_path(path)[1].get("access_token")
+    values = query.get("access_token")
     if values is not None:
         return values[0]
     if "access_token=" in path:

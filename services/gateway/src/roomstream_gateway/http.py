@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from .auth import origin_allowed, split_path
+from .auth import origin_allowed, single_header, split_path
 from .settings import GatewaySettings
 
 WS_PATH = "/ws"
@@ -56,9 +56,13 @@ class HttpRoutes:
         self._page = resources.files(__package__).joinpath("static/index.html").read_bytes()
 
     async def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
-        path, query = split_path(request.path)
+        try:
+            path, query = split_path(request.path)
+            origin = single_header(request.headers, "Origin")
+        except ValueError as exc:
+            return error_response(400, "bad_request", str(exc))
         if path == WS_PATH:
-            if not origin_allowed(request.headers.get("Origin"), self.origins):
+            if not origin_allowed(origin, self.origins):
                 return error_response(403, "forbidden", "origin not allowed")
             return None
         if path == "/healthz":

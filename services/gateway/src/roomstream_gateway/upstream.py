@@ -54,7 +54,17 @@ class Upstream:
         r = await self._get(f"{self.history_url}/rooms/{room}/messages", params)
         if r.status_code == 404:
             return [], False
+        if r.status_code in (400, 413):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, _error_message(r))
         if r.status_code != 200:
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"history service answered {r.status_code}")
         body = r.json()
         return list(body.get("events") or []), bool(body.get("more"))
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The `message` of a service's error body, or its status."""
+    try:
+        return str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"history service answered {response.status_code}"

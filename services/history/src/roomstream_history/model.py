@@ -13,10 +13,11 @@ import orjson
 from roomstream_contracts.codec import event_body
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.frames import MAX_SEQ
 
 EDIT_KINDS = frozenset({EventKind.MESSAGE_EDITED.value, EventKind.MESSAGE_DELETED.value})
 
-_MAX_SEQ = 2**62
+_MAX_SEQ = MAX_SEQ + 1
 """Sequence numbers above this are nonsense (Postgres bigint tops out at 2**63-1)."""
 
 
