@@ -247,6 +247,11 @@ class Gateway:
         except ConnectionClosed:
             pass
         finally:
+            if session.closing:
+                # A close with its own code (1008, 1013) is under way in another task: let it
+                # finish, or returning from the handler would close with 1000 first.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.wait_closed(), self.settings.close_timeout_s + 1)
             self.sessions.discard(session)
             self.hub.remove(session)
             self.metrics.connections.add(-1)
