@@ -369,21 +369,18 @@ class Gateway:
         """Stop accepting, close every socket with 1012 (their `disconnected` is appended by
         their handlers), remove the node record."""
         assert self.server is not None
-        self.server.close(close_connections=False)
-        await asyncio.gather(
-            *(
-                self._close(
-                    s.conn,
-                    CloseCode.SERVICE_RESTART,
-                    "gateway restarting",
-                    self.settings.close_timeout_s,
-                )
-                for s in list(self.sessions)
-            ),
-            return_exceptions=True,
+        # websockets closes every open socket — welcomed or still authenticating — with 1012
+        # and refuses handshakes in progress with 503, then waits for every handler to return:
+        # handlers append their `disconnected` while the Redis clients are still open. (Closing
+        # only welcomed sessions left the others' handlers to be cancelled at loop teardown,
+        # where their last append could hang the exit.)
+        self.server.close(
+            close_connections=True, code=CloseCode.SERVICE_RESTART, reason="gateway restarting"
         )
-        with contextlib.suppress(asyncio.TimeoutError, TimeoutError):
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.server.wait_closed(), self.settings.close_timeout_s + 5)
+        for conn in list(self.server.connections):  # still open past the bound: drop them
+            conn.transport.abort()
         await self.stop_background()
         await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
