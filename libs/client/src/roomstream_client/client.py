@@ -27,6 +27,7 @@ from typing import Any, TypeAlias
 import orjson
 from pydantic import ValidationError
 from roomstream_contracts.frames import (
+    COMMAND_TYPES,
     AckFrame,
     EventFrame,
     HistoryFrame,
@@ -250,14 +251,11 @@ class Client:
             self._deliver(self.sequencer.reset(room, since))
         elif self.sequencer.is_tracked(room):
             since = self.sequencer.last(room)
-        frame: dict[str, Any] = {"type": "join", "room": room}
-        if since is not None:
-            frame["since"] = since
-        reply = await self._request(frame, retry=True)
+        reply = await self._request(command("join", room=room, since=since), retry=True)
         return JoinedFrame.model_validate(reply)
 
     async def leave(self, room: str) -> AckFrame:
-        reply = await self._request({"type": "leave", "room": room}, retry=True)
+        reply = await self._request(command("leave", room=room), retry=True)
         self.sequencer.forget(room)
         return AckFrame.model_validate(reply)
 
@@ -267,37 +265,33 @@ class Client:
         `id` is the client message id (generated when not given). The send survives reconnects:
         it is re-sent with the same id until acknowledged, so it is appended exactly once.
         """
-        frame = {"type": "send", "room": room, "text": text, "id": id or uuid.uuid4().hex}
+        frame = command("send", room=room, text=text, id=id or uuid.uuid4().hex)
         return AckFrame.model_validate(await self._request(frame, retry=True))
 
     async def edit(self, room: str, seq: int, text: str) -> AckFrame:
-        reply = await self._request({"type": "edit", "room": room, "seq": seq, "text": text})
+        reply = await self._request(command("edit", room=room, seq=seq, text=text))
         return AckFrame.model_validate(reply)
 
     async def delete(self, room: str, seq: int) -> AckFrame:
-        reply = await self._request({"type": "delete", "room": room, "seq": seq})
+        reply = await self._request(command("delete", room=room, seq=seq))
         return AckFrame.model_validate(reply)
 
     async def typing(self, room: str) -> None:
         """Tell the room this user is typing (fire and forget)."""
-        await self._send_frame({"type": "typing", "room": room})
+        await self._send_frame(command("typing", room=room))
 
     async def history(
         self, room: str, before: int | None = None, limit: int | None = None
     ) -> HistoryFrame:
-        frame: dict[str, Any] = {"type": "history", "room": room}
-        if before is not None:
-            frame["before"] = before
-        if limit is not None:
-            frame["limit"] = limit
+        frame = command("history", room=room, before=before, limit=limit)
         return HistoryFrame.model_validate(await self._request(frame, retry=True))
 
     async def presence(self, room: str) -> PresenceFrame:
-        reply = await self._request({"type": "presence", "room": room}, retry=True)
+        reply = await self._request(command("presence", room=room), retry=True)
         return PresenceFrame.model_validate(reply)
 
     async def ping(self) -> PongFrame:
-        return PongFrame.model_validate(await self._request({"type": "ping"}, retry=True))
+        return PongFrame.model_validate(await self._request(command("ping"), retry=True))
 
     # -- events -----------------------------------------------------------------------------------
 
@@ -419,7 +413,7 @@ class Client:
         )
         try:
             if self.first_frame_auth:
-                await ws.send(orjson.dumps({"type": "auth", "token": token}), text=True)
+                await ws.send(orjson.dumps(command("auth", token=token)), text=True)
             raw = await asyncio.wait_for(ws.recv(decode=False), self.open_timeout)
             welcome = WelcomeFrame.model_validate_json(raw)
         except ConnectionClosed as exc:
@@ -581,3 +575,14 @@ class Client:
         else:
             for event in events:
                 self._queue.put_nowait(event)
+
+
+def command(type_: str, **fields: Any) -> dict[str, Any]:
+    """A client frame with the field names of its contracts model (`roomstream_contracts.frames`),
+    leaving out fields that are None. Not validated here: the gateway validates, and answers
+    `bad_request` with the reason."""
+    model = COMMAND_TYPES[type_]
+    unknown = set(fields) - set(model.model_fields)
+    if unknown:
+        raise TypeError(f"{type_} has no field {sorted(unknown)}")
+    return {"type": type_, **{k: v for k, v in fields.items() if v is not None}}
