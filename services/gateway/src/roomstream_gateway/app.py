@@ -17,7 +17,7 @@ from typing import Any
 
 from roomstream_contracts.codec import frame, parse_command
 from roomstream_contracts.errors import CloseCode, ProtocolError
-from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.events import DisconnectedData, Envelope, EventKind
 from roomstream_contracts.frames import AuthCommand
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit import redis as kit_redis
@@ -324,7 +324,7 @@ class Gateway:
 
     async def _disconnected(self, session: Session) -> None:
         conn = session.conn
-        data = {"code": conn.close_code, "reason": conn.close_reason or ""}
+        data = DisconnectedData(code=conn.close_code, reason=conn.close_reason or "").model_dump()
         try:
             await self.eventlog.append(self._event(session, EventKind.DISCONNECTED, data))
         except REDIS_DOWN_ERRORS as exc:

@@ -13,7 +13,15 @@ from typing import Any
 
 from roomstream_contracts.codec import client_frame_of, error_frame, frame, parse_command
 from roomstream_contracts.errors import ErrorCode, ProtocolError
-from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.events import (
+    Envelope,
+    EventKind,
+    MemberJoinedData,
+    MemberLeftData,
+    MessageData,
+    MessageDeletedData,
+    MessageEditedData,
+)
 from roomstream_contracts.frames import (
     Command,
     DeleteCommand,
@@ -181,7 +189,10 @@ class Commands:
         self._member(session, cmd.room, cmd.ref)
         with self.tracer.start_as_current_span("gateway.send"):
             env = self.envelope(
-                session, EventKind.MESSAGE, cmd.room, {"text": cmd.text, "client_id": cmd.id}
+                session,
+                EventKind.MESSAGE,
+                cmd.room,
+                MessageData(text=cmd.text, client_id=cmd.id).model_dump(),
             )
             result = await self.append(env, room_check=RoomCheck.EXISTS, dedupe_id=cmd.id)
         if result.status == AppendStatus.NO_ROOM:
@@ -201,12 +212,17 @@ class Commands:
             cmd.seq,
             cmd.ref,
             EventKind.MESSAGE_EDITED,
-            {"target_seq": cmd.seq, "text": cmd.text},
+            MessageEditedData(target_seq=cmd.seq, text=cmd.text).model_dump(),
         )
 
     async def delete(self, session: Session, cmd: DeleteCommand) -> None:
         await self._change(
-            session, cmd.room, cmd.seq, cmd.ref, EventKind.MESSAGE_DELETED, {"target_seq": cmd.seq}
+            session,
+            cmd.room,
+            cmd.seq,
+            cmd.ref,
+            EventKind.MESSAGE_DELETED,
+            MessageDeletedData(target_seq=cmd.seq).model_dump(),
         )
 
     async def _change(
@@ -272,7 +288,8 @@ class Commands:
         seq = None
         if cmd.room in session.rooms or await self._is_member(cmd.room, session.user):
             with self.tracer.start_as_current_span("gateway.leave"):
-                env = self.envelope(session, EventKind.MEMBER_LEFT, cmd.room, {"by": session.user})
+                data = MemberLeftData(by=session.user).model_dump()
+                env = self.envelope(session, EventKind.MEMBER_LEFT, cmd.room, data)
                 result = await self.append(env, room_check=RoomCheck.EXISTS)
             seq = result.seq
         self.hub.unsubscribe(session, cmd.room)
@@ -311,7 +328,10 @@ class Commands:
             if not member:
                 with self.tracer.start_as_current_span("gateway.join"):
                     env = self.envelope(
-                        session, EventKind.MEMBER_JOINED, room, {"by": session.user}
+                        session,
+                        EventKind.MEMBER_JOINED,
+                        room,
+                        MemberJoinedData(by=session.user).model_dump(),
                     )
                     result = await self.append(env, room_check=RoomCheck.EXISTS)
                 if result.status == AppendStatus.NO_ROOM:
