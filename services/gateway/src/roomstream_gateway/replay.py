@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from roomstream_contracts.codec import entry_envelope
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.redis import AnyRedis
@@ -31,7 +32,7 @@ class Missed:
 async def recent_after(redis: AnyRedis, keys: StreamKeys, room: str, since: int) -> list[Any]:
     """The room's recent buffer from seq since+1 on (entry ids are `SEQ-0`)."""
     items: Any = await redis.xrange(keys.recent(room), f"{since + 1}-0", "+")
-    return [orjson.loads(fields[b"e"]) for _, fields in items]
+    return [orjson.loads(entry_envelope(fields)) for _, fields in items]
 
 
 async def history_after(

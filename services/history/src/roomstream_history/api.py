@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from roomstream_contracts.codec import event_body
+from roomstream_contracts.codec import entry_envelope, event_body
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.ids import is_room_id
 from roomstream_contracts.tokens import TokenClaims
@@ -106,7 +106,7 @@ class HistoryApi:
         )
         out: list[dict[str, Any]] = []
         for _, fields in raw:
-            env = orjson.loads(fields[b"e"])
+            env = orjson.loads(entry_envelope(fields))
             seq = env.get("seq")
             if seq != last + 1:
                 break
