@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-import os
-
-from roomstream_contracts.streams import DEFAULT_NAMESPACE, DEFAULT_SHARDS, StreamKeys
-from roomstream_contracts.tokens import DEV_JWT_SECRET, SERVICE_ROLE
+from roomstream_contracts.streams import StreamKeys
+from roomstream_contracts.tokens import SERVICE_ROLE
 from roomstream_kit.auth import issue_token
+from roomstream_kit.settings import CommonSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def settings() -> CommonSettings:
+    """The deployment's settings from the environment: the variables every service reads
+    (`roomstream_kit.settings.CommonSettings`), so the CLI and the services agree."""
+    return CommonSettings()
+
+
+def _if_set(name: str) -> str | None:
+    """A setting's value when the environment gave it, else None (the caller picks a default)."""
+    s = settings()
+    return str(getattr(s, name)) if name in s.model_fields_set else None
+
+
 def jwt_secret() -> str:
     """`ROOMSTREAM_JWT_SECRET`, else the development secret of PROTOCOL.md."""
-    return os.environ.get("ROOMSTREAM_JWT_SECRET") or DEV_JWT_SECRET
+    return settings().jwt_secret
 
 
 def user_token(user: str, ttl_s: float = 24 * 3600, secret: str | None = None) -> str:
@@ -26,13 +37,23 @@ def service_token(secret: str | None = None) -> str:
 
 
 def env_namespace() -> str:
-    return os.environ.get("ROOMSTREAM_NAMESPACE") or DEFAULT_NAMESPACE
+    return settings().namespace
 
 
 def env_redis_url() -> str | None:
-    return os.environ.get("ROOMSTREAM_REDIS_URL") or os.environ.get("REDIS_URL")
+    """`REDIS_URL` (or `ROOMSTREAM_REDIS_URL`) when set."""
+    return _if_set("redis_url")
+
+
+def env_database_url() -> str | None:
+    """`DATABASE_URL` (or `ROOMSTREAM_DATABASE_URL`) when set."""
+    return _if_set("database_url")
+
+
+def env_rooms_url() -> str | None:
+    """`ROOMSTREAM_ROOMS_URL` when set."""
+    return _if_set("rooms_url")
 
 
 def stream_keys(namespace: str) -> StreamKeys:
-    shards = int(os.environ.get("ROOMSTREAM_SHARDS") or DEFAULT_SHARDS)
-    return StreamKeys(namespace=namespace, shards=shards)
+    return StreamKeys(namespace=namespace, shards=settings().shards)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,14 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
-from ..common import DEFAULT_REDIS_URL, env_namespace, env_redis_url, jwt_secret, stream_keys
+from ..common import (
+    DEFAULT_REDIS_URL,
+    env_namespace,
+    env_redis_url,
+    env_rooms_url,
+    jwt_secret,
+    stream_keys,
+)
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
 from . import procstat
 from .stats import Histogram
@@ -55,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (2)")
     p.add_argument("--room-prefix", default="bench", help="rooms PREFIX-0 … PREFIX-(R-1)")
     p.add_argument("--user-prefix", default="bench", help="users PREFIX-u0 …")
-    p.add_argument("--rooms-url", default=os.environ.get("ROOMSTREAM_ROOMS_URL", ""))
+    p.add_argument("--rooms-url", default=env_rooms_url() or "")
     p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
     p.add_argument("--namespace", default=env_namespace())
     p.add_argument("--gateway-pids", default="", help="comma-separated; default: node records")

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
-from ..common import env_namespace, env_redis_url, jwt_secret, stream_keys
+from ..common import env_database_url, env_namespace, env_redis_url, jwt_secret, stream_keys
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
 from .children import Child, ChildFailed, stop_all
 from .deps import DependencyError, EmbeddedPostgres, resolve_postgres, resolve_redis
@@ -46,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--redis-url", default=env_redis_url(), help="default: REDIS_URL")
     p.add_argument(
         "--database-url",
-        default=os.environ.get("ROOMSTREAM_DATABASE_URL") or os.environ.get("DATABASE_URL"),
+        default=env_database_url(),
         help="default: DATABASE_URL",
     )
     p.add_argument("--redis-port", type=int, default=16379, help="port of an embedded Redis")
