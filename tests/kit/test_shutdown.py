@@ -51,3 +51,31 @@ def test_a_clean_stop_is_not_affected() -> None:
         [sys.executable, "-c", CLEAN_STOP], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
+
+
+async def test_cancel_and_wait_returns_by_its_deadline_even_if_a_task_ignores_cancel() -> None:
+    import asyncio
+
+    from roomstream_kit.shutdown import cancel_and_wait
+
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                continue  # a library call that swallows its cancellation
+
+    async def polite() -> None:
+        await asyncio.sleep(10)
+
+    tasks = [asyncio.create_task(stubborn()), asyncio.create_task(polite())]
+    await asyncio.sleep(0)
+    assert await cancel_and_wait(tasks, 0.5, "test tasks") is False
+    assert tasks[1].cancelled() and not tasks[0].done()
+    release.set()
+    tasks[0].cancel()
+    await asyncio.wait(tasks, timeout=5)
+    assert tasks[0].done()
+    assert await cancel_and_wait([asyncio.create_task(polite())], 5.0) is True

@@ -126,6 +126,7 @@ class LogConsumer:
             settings.redis_url, logger=logging.getLogger("faststream")
         )
         self._stopping = False
+        self._broker_started = False
         self._inflight: dict[str, set[bytes | str]] = {stream: set() for stream in self.streams}
         """Entries this process is handling now, per stream: XAUTOCLAIM also returns our *own*
         entries once they waited longer than `reclaim_idle_ms` (a slow batch); those are left to
@@ -253,8 +254,20 @@ class LogConsumer:
     async def start(self) -> None:
         await self.ensure_groups()
         await self.drain_own_pending()
+        if self._stopping:
+            return
+        self._broker_started = True  # set first: a start cancelled midway is still stopped
         await self.broker.start()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the subscribers; bounded, even if the broker was stopped while it was starting."""
         self._stopping = True
-        await self.broker.stop()
+        if not self._broker_started:
+            return
+        stopping = asyncio.ensure_future(self.broker.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=timeout_s)
+        if not done:
+            log.warning("consumer %s did not stop within %.0f s", self.consumer, timeout_s)
+            stopping.cancel()
+        elif stopping.exception() is not None:
+            log.warning("consumer %s stop failed: %s", self.consumer, stopping.exception())

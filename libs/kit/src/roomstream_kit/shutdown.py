@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -67,3 +68,26 @@ def arm_shutdown_deadline(seconds: float, loop: asyncio.AbstractEventLoop | None
     timer = threading.Timer(seconds, expire)
     timer.daemon = True
     timer.start()
+
+
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], timeout_s: float, what: str = "tasks"
+) -> bool:
+    """Cancel `tasks` and wait up to `timeout_s` for them to end; False (logged) if some did not.
+
+    Unlike `gather` or `wait_for`, this returns by the deadline even when a task swallows its
+    cancellation, so one stuck library call cannot hold a stop forever."""
+    pending = [t for t in tasks if not t.done()]
+    for task in pending:
+        task.cancel()
+    if not pending:
+        return True
+    _, still = await asyncio.wait(pending, timeout=timeout_s)
+    if still:
+        log.warning(
+            "%s still running %.0f s after cancel: %s",
+            what,
+            timeout_s,
+            ", ".join(_await_chain(t) for t in still),
+        )
+    return not still

@@ -17,6 +17,7 @@ from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, connect
+from roomstream_kit.shutdown import cancel_and_wait
 from roomstream_kit.telemetry import shutdown_telemetry
 from starlette.applications import Starlette
 
@@ -92,9 +93,7 @@ def create_app(settings: MonitorSettings) -> Starlette:
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks, 5.0, "monitor tasks")
             with contextlib.suppress(Exception):
                 await consumer.stop()
             await heartbeat.stop(deregister=True)
