@@ -20,6 +20,7 @@ from roomstream_kit.http import health_routes
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.postgres import create_pool, ensure_database, migrate
 from roomstream_kit.redis import AnyRedis, connect
+from roomstream_kit.shutdown import cancel_and_wait
 from starlette.applications import Starlette
 
 from .access import Access
@@ -146,11 +147,7 @@ class HistoryService:
                 delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self.tasks, 5.0, "history tasks")
         if self.consumer is not None:
             with contextlib.suppress(Exception):
                 await self.consumer.stop()
