@@ -20,6 +20,7 @@ from roomstream_contracts.streams import (
 )
 
 from .redis import AnyRedis
+from .redis import text as redis_text
 from .settings import CommonSettings
 
 
@@ -159,14 +160,10 @@ class EventLog:
 
 
 def _parse_reply(reply: list[Any]) -> AppendResult:
-    status = AppendStatus(_text(reply[0]))
-    ack = _text(reply[1])
-    stream_id = _text(reply[2]) or None
+    status = AppendStatus(redis_text(reply[0]))
+    ack = redis_text(reply[1])
+    stream_id = redis_text(reply[2]) or None
     if ack:
         seq, event_id = ack.split(" ", 1)
         return AppendResult(status, int(seq), event_id, stream_id)
     return AppendResult(status, stream_id=stream_id)
-
-
-def _text(value: bytes | str | int) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

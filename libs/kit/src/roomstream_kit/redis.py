@@ -25,6 +25,11 @@ CLUSTER_MAX_CONNECTIONS_PER_NODE = 2**31
 commands past its bound instead of making them wait."""
 
 
+def text(value: bytes | str | int) -> str:
+    """A Redis reply value as text (clients here return bytes; ids and counts may be str / int)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def connect(settings: CommonSettings, **overrides: Any) -> AnyRedis:
     """A client for `settings.redis_url` that retries transient connection errors briefly.
 

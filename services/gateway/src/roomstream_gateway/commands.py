@@ -37,6 +37,7 @@ from roomstream_contracts.frames import (
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import AppendResult, AppendStatus, EventLog, OwnerCheck, RoomCheck
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis
+from roomstream_kit.redis import text as redis_text
 from roomstream_kit.telemetry import inject_context, tracer
 
 from .hub import Hub, Wire, wire
@@ -275,7 +276,7 @@ class Commands:
     async def presence(self, session: Session, cmd: PresenceCommand) -> None:
         self._member(session, cmd.room, cmd.ref)
         raw = await self.redis.hgetall(self.keys.presence(cmd.room))
-        counts = sorted((_text(k), int(v)) for k, v in raw.items() if int(v) > 0)
+        counts = sorted((redis_text(k), int(v)) for k, v in raw.items() if int(v) > 0)
         users = [{"user": user, "connections": n} for user, n in counts]
         self.reply(session, frame("presence", ref=cmd.ref, room=cmd.room, users=users))
 
@@ -302,7 +303,7 @@ class Commands:
         """The room's record: Redis read model first, then the rooms API; not_found if none."""
         raw = await self.redis.hgetall(self.keys.room(room))
         if raw:
-            return {_text(k): _text(v) for k, v in raw.items()}
+            return {redis_text(k): redis_text(v) for k, v in raw.items()}
         exists = await self.redis.hexists(self.keys.seq(self.keys.room_shard(room)), room)
         if not exists:  # a room exists once it has a seq (room_created is seq 1)
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
@@ -385,7 +386,3 @@ class Commands:
         if base is None and room in session.rooms:
             session.rooms[room] = current
         self.hub.write(session, frames)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -15,6 +15,7 @@ from typing import Any
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis, same_slot_groups
+from roomstream_kit.redis import text as redis_text
 
 from .hub import Hub
 from .metrics import GatewayMetrics
@@ -45,7 +46,7 @@ class Tail:
         for key in list(self.ids):
             last: Any = await self.redis.xrevrange(key, "+", "-", count=1)
             if last:
-                self.ids[key] = _text(last[0][0])
+                self.ids[key] = redis_text(last[0][0])
 
     async def run(self) -> None:
         """One blocking reader over all shards (a Redis Cluster: one per hash slot)."""
@@ -82,7 +83,7 @@ class Tail:
         for stream, items in reply:
             if not items:
                 continue
-            self.ids[_text(stream)] = _text(items[-1][0])
+            self.ids[redis_text(stream)] = redis_text(items[-1][0])
             entries.extend(fields for _, fields in items)
         try:
             _, frames, stamps = self.hub.deliver(entries)
@@ -95,7 +96,3 @@ class Tail:
             record = self.metrics.delivery_latency.record
             for ts in stamps:
                 record(max(0, now - ts) / 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

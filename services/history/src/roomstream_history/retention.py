@@ -9,6 +9,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 from roomstream_kit.redis import AnyRedis
+from roomstream_kit.redis import text as redis_text
 
 from .cache import LatestCache
 from .horizon import GroupState, format_id, horizon_distance, parse_id, trim_minid
@@ -22,10 +23,6 @@ _MAX_LENGTH_SCAN = 100_000
 """At most this many entries are read per run to find the length cutoff."""
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class StreamTrimmer:
     def __init__(self, redis: AnyRedis, settings: HistorySettings, metrics: HistoryMetrics):
         self.redis = redis
@@ -37,7 +34,7 @@ class StreamTrimmer:
         raw_groups: list[dict[str, Any]] = await self.redis.xinfo_groups(stream)
         groups = []
         for g in raw_groups:
-            name = _text(g["name"])
+            name = redis_text(g["name"])
             oldest = None
             if int(g.get("pending") or 0) > 0:
                 summary: dict[str, Any] = await self.redis.xpending(stream, name)
