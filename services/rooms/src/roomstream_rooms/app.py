@@ -18,6 +18,7 @@ from roomstream_kit.http import exception_handlers, health_routes
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.postgres import create_pool, ensure_database, migrate
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis, connect
+from roomstream_kit.shutdown import cancel_and_wait
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -50,12 +51,18 @@ async def consumer_lag(redis: AnyRedis, streams: list[str], group: str) -> tuple
 
 async def _bounded(what: str, step: Awaitable[Any], timeout_s: float) -> bool:
     """Run one shutdown step, giving up (and saying so) after `timeout_s`: SIGTERM must end."""
-    try:
-        await asyncio.wait_for(step, timeout_s)
-        return True
-    except TimeoutError:
+    # asyncio.wait, not wait_for: wait_for waits for a cancelled step to end, and a step that
+    # swallows its cancellation would then hold the stop forever.
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
         log.warning("shutdown: %s did not finish within %.0fs", what, timeout_s)
         return False
+    if task.exception() is not None:
+        log.warning("shutdown: %s failed: %s", what, task.exception())
+        return False
+    return True
 
 
 def _counting(
@@ -159,13 +166,11 @@ def create_app(settings: RoomsSettings) -> Starlette:
             yield
         finally:
             state["consuming"] = False
-            lag_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lag_task
-            await _bounded("consumer stop", consumer.stop(), 10.0)
-            await _bounded("heartbeat stop", heartbeat.stop(deregister=True), 5.0)
-            await _bounded("redis close", redis.aclose(), 5.0)
-            if not await _bounded("postgres close", pool.close(), 5.0):
+            await cancel_and_wait([lag_task], 2.0, "lag probe")
+            await _bounded("consumer stop", consumer.stop(timeout_s=6.0), 7.0)
+            await _bounded("heartbeat stop", heartbeat.stop(deregister=True), 3.0)
+            await _bounded("redis close", redis.aclose(), 2.0)
+            if not await _bounded("postgres close", pool.close(), 3.0):
                 pool.terminate()
 
     return Starlette(
