@@ -18,7 +18,7 @@ from typing import Any
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
 
-from .redis import REDIS_DOWN_ERRORS, AnyRedis
+from .redis import REDIS_DOWN_ERRORS, AnyRedis, redis_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,9 @@ class Heartbeat:
         while True:
             try:
                 await self.beat()
-            except REDIS_DOWN_ERRORS as exc:
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.interval_s)
 

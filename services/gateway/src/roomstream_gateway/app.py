@@ -25,7 +25,7 @@ from roomstream_kit.auth import AuthError, TokenVerifier, service_token
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.redis import REDIS_DOWN_ERRORS
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, redis_unavailable
 from roomstream_kit.shutdown import arm_shutdown_deadline
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -146,10 +146,11 @@ class Gateway:
         while True:
             try:
                 await self.heartbeat.beat()
-            except REDIS_DOWN_ERRORS as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    log.warning("heartbeat failed: %s", exc)
+                else:
+                    log.exception("heartbeat failed")
             await asyncio.sleep(interval)
 
     def _stats(self) -> dict[str, Any]:
@@ -231,7 +232,7 @@ class Gateway:
             await self._welcome(session)
         except Exception as exc:
             self.hub.remove(session)
-            if isinstance(exc, REDIS_DOWN_ERRORS):
+            if redis_unavailable(exc):
                 await conn.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable")
             else:
                 log.exception("welcome failed", extra={"conn": session.id, "user": session.user})
@@ -327,7 +328,9 @@ class Gateway:
         data = DisconnectedData(code=conn.close_code, reason=conn.close_reason or "").model_dump()
         try:
             await self.eventlog.append(self._event(session, EventKind.DISCONNECTED, data))
-        except REDIS_DOWN_ERRORS as exc:
+        except Exception as exc:
+            if not redis_unavailable(exc):
+                raise
             log.warning("could not append disconnected: %s", exc, extra={"conn": session.id})
 
     # -- lifecycle ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import time
 from roomstream_contracts.events import Envelope, EventKind, NodeFailedData
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import EventLog
-from roomstream_kit.redis import REDIS_DOWN_ERRORS
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, redis_unavailable
 
 from .metrics import MonitorMetrics
 from .registry import Registry
@@ -90,7 +90,9 @@ class DeadNodeDetector:
             try:
                 await self.eventlog.append(envelope)
                 break
-            except REDIS_DOWN_ERRORS as exc:
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
                 self.redis_failed()
                 log.warning("node_failed append for %s failed (%s); retrying", node, exc)
                 await asyncio.sleep(delay)
@@ -111,11 +113,12 @@ class DeadNodeDetector:
         while True:
             try:
                 await self.check()
-            except REDIS_DOWN_ERRORS as exc:
-                self.redis_failed()
-                self.metrics.errors.add(1, {"kind": "redis"})
-                log.warning("dead-node check failed: %s", exc)
-            except Exception:
-                self.metrics.errors.add(1, {"kind": "internal"})
-                log.exception("dead-node check failed")
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    self.redis_failed()
+                    self.metrics.errors.add(1, {"kind": "redis"})
+                    log.warning("dead-node check failed: %s", exc)
+                else:
+                    self.metrics.errors.add(1, {"kind": "internal"})
+                    log.exception("dead-node check failed")
             await asyncio.sleep(interval_s)
