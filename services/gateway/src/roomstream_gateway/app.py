@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 from typing import Any
 
@@ -24,7 +23,7 @@ from roomstream_kit import redis as kit_redis
 from roomstream_kit.auth import AuthError, TokenVerifier, service_token
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
-from roomstream_kit.node import Heartbeat
+from roomstream_kit.node import Heartbeat, node_started_envelope
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, redis_unavailable
 from roomstream_kit.shutdown import arm_shutdown_deadline
 from roomstream_kit.telemetry import setup_telemetry
@@ -227,7 +226,9 @@ class Gateway:
         if conn.response is not None:
             conn.response.headers.clear()
         self._seq += 1
-        session = Session(conn, f"{self.node}:{os.getpid():x}:{self._seq:x}", claims.sub)
+        # Connection ids carry the incarnation, never reused by a later process life (a pid is:
+        # pid 1 in every container); the rooms projection keeps a closed id closed for good.
+        session = Session(conn, f"{self.node}:{self.incarnation:x}:{self._seq:x}", claims.sub)
         try:
             await self._welcome(session)
         except Exception as exc:
@@ -320,8 +321,30 @@ class Gateway:
             node=self.node,
             conn=session.id,
             ts=now_ms(),
-            data=data,
+            data={**data, "incarnation": self.incarnation},
         )
+
+    @property
+    def incarnation(self) -> int:
+        assert self.heartbeat.incarnation is not None, "start() registers the incarnation"
+        return self.heartbeat.incarnation
+
+    async def start_incarnation(self) -> None:
+        """Claim this process's incarnation and append `node_started` before accepting sockets:
+        the rooms service retires the connections of the previous process of this node id (a
+        crash) at once. Retried while Redis is unavailable (nothing can be served without it)."""
+        delay = 0.1
+        while True:
+            try:
+                incarnation = await self.heartbeat.register()
+                await self.eventlog.append(node_started_envelope(self.node, "gateway", incarnation))
+                return
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
+                log.warning("cannot register the node yet: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _disconnected(self, session: Session) -> None:
         conn = session.conn
@@ -338,6 +361,7 @@ class Gateway:
     async def run(self) -> None:
         s = self.settings
         await self.tail.seek_end()
+        await self.start_incarnation()
         self.start_background()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

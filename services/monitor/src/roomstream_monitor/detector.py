@@ -3,7 +3,9 @@
 Every `check_interval_s` the detector lists the registry's nodes whose last heartbeat is older
 than `node_timeout_s` and claims each through `Registry.claim` (atomic: only one monitor instance
 wins). The winner appends one `node_failed` event (data: node, last_seen_ms), sharded by node; the
-rooms service reacts to it. Deregistered nodes (clean SIGTERM) are no longer in the zset and are
+rooms service reacts to it. `node_failed` names the incarnation (process life) that stopped
+beating: a node restarted under the same id after the claim keeps its new connections, and one
+restarted before it is not stale any more (its start beat refreshed the score). Deregistered nodes (clean SIGTERM) are no longer in the zset and are
 never reported.
 
 After Redis was unreachable (and at start) the detector declares nobody dead until Redis has
@@ -70,20 +72,21 @@ class DeadNodeDetector:
         for node, _ in stale:
             if node == self.monitor_node:
                 continue
-            last_seen = await self.registry.claim(node, deadline)
-            if last_seen is None:
-                continue  # another monitor won, or the node beat again meanwhile
-            await self._report(node, last_seen)
+            claim = await self.registry.claim(node, deadline)
+            if claim is None:
+                continue  # another monitor won, or the node beat again (or restarted) meanwhile
+            await self._report(node, claim.last_seen_ms, claim.incarnation)
             declared.append(node)
         return declared
 
-    async def _report(self, node: str, last_seen_ms: int) -> None:
+    async def _report(self, node: str, last_seen_ms: int, incarnation: int | None = None) -> None:
+        data = NodeFailedData(node=node, last_seen_ms=last_seen_ms, incarnation=incarnation)
         envelope = Envelope(
             id=new_event_id(),
             kind=EventKind.NODE_FAILED,
             node=node,
             ts=now_ms(),
-            data=NodeFailedData(node=node, last_seen_ms=last_seen_ms).model_dump(),
+            data=data.model_dump(),
         )
         delay = 0.1
         while True:
@@ -106,7 +109,12 @@ class DeadNodeDetector:
             "node %s declared dead (last heartbeat %d ms ago)",
             node,
             envelope.ts - last_seen_ms,
-            extra={"failed_node": node, "event_id": envelope.id, "last_seen_ms": last_seen_ms},
+            extra={
+                "failed_node": node,
+                "event_id": envelope.id,
+                "last_seen_ms": last_seen_ms,
+                "incarnation": incarnation,
+            },
         )
 
     async def run(self, interval_s: float) -> None:
