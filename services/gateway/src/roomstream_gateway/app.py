@@ -24,7 +24,7 @@ from roomstream_kit.auth import AuthError, TokenVerifier, service_token
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat, node_started_envelope
-from roomstream_kit.redis import REDIS_DOWN_ERRORS, redis_unavailable
+from roomstream_kit.redis import redis_unavailable
 from roomstream_kit.shutdown import arm_shutdown_deadline
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -117,8 +117,9 @@ class Gateway:
         try:
             if await asyncio.wait_for(self.redis.ping(), 2.0):
                 return None
-        except REDIS_DOWN_ERRORS:  # TimeoutError is an OSError
-            pass
+        except Exception as exc:  # TimeoutError is an OSError; LOADING / BUSY replies too
+            if not redis_unavailable(exc):
+                raise
         return "redis does not answer"
 
     def start_background(self) -> None:
