@@ -19,6 +19,7 @@ import pytest
 
 from tests.gateway.helpers import client, request
 from tests.rooms.helpers import FAST_ENV, ROOMS, auth
+from tests.support.processes import free_port
 from tests.support.redis_server import OwnRedis, require_redis_server
 
 GATEWAY = "roomstream_gateway"
@@ -173,5 +174,42 @@ async def test_busy_script_answers_unavailable(cluster, loading_redis):
         ), replies
         assert set(statuses) <= {200, 503} and 500 not in statuses, statuses
         await _until_acked(alice, [f"busy-{n}" for n in range(len(replies))])
+        assert rooms.running and gateway.running
+        await alice.close()
+
+
+async def test_replica_after_a_failover_answers_unavailable(cluster, loading_redis):
+    """The gateway's Redis turns into a replica (as after a failover elsewhere): writes answer
+    READONLY, and with replica-serve-stale-data off reads answer MASTERDOWN. Both `unavailable`
+    (HTTP 503), and everything works again once it is a master."""
+    rooms, gateway = _deploy(cluster, loading_redis.url)
+    admin = loading_redis.client()
+    async with httpx.AsyncClient(base_url=rooms.url, timeout=10.0) as http:
+        r = await http.post(
+            "/rooms", json={"id": "lobby", "name": "Lobby", "kind": "public"}, headers=auth("alice")
+        )
+        assert r.status_code == 201, r.text
+        alice, _ = await client(gateway.ws_url, "alice")
+        assert (await _send(alice, "before"))["type"] == "ack"
+
+        dead_master = free_port()  # nothing listens there: the replica never syncs
+        admin.replicaof("127.0.0.1", dead_master)
+        try:
+            readonly = [await _send(alice, f"ro-{n}") for n in range(3)]
+            assert all(r.get("code") == "unavailable" for r in readonly), readonly
+            created = await http.post(
+                "/rooms", json={"id": "r2", "name": "R2", "kind": "public"}, headers=auth("alice")
+            )
+            assert created.status_code == 503, created.text
+            assert created.json()["error"]["code"] == "unavailable"
+
+            admin.config_set("replica-serve-stale-data", "no")
+            presence = await request(alice, {"type": "presence", "room": "lobby"})
+            assert presence["type"] == "error" and presence["code"] == "unavailable", presence
+            members = await http.get("/rooms/lobby/members", headers=auth("alice"))
+            assert members.status_code in (200, 503), members.text  # Postgres may answer
+        finally:
+            admin.replicaof("NO", "ONE")
+        await _until_acked(alice, [f"ro-{n}" for n in range(3)])
         assert rooms.running and gateway.running
         await alice.close()
