@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from roomstream_contracts.errors import CloseCode
+from websockets.exceptions import ConnectionClosed
 
-from tests.gateway.helpers import client, request
+from tests.gateway.helpers import client, open_ws, recv, request
 from tests.rooms.helpers import FAST_ENV, ROOMS, auth
 from tests.support.processes import free_port
 from tests.support.redis_server import OwnRedis, require_redis_server
@@ -123,6 +125,13 @@ async def test_sends_while_redis_loads_its_aof_are_unavailable(cluster, loading_
                 statuses.append(
                     (await http.get("/rooms/lobby/members", headers=auth("alice"))).status_code
                 )
+            if n == 1:  # a new socket meanwhile: "try again later" (1013), not 1011
+                bob = await open_ws(gateway.ws_url, "bob")
+                with pytest.raises(ConnectionClosed) as closed:
+                    await recv(bob, 10)
+                if loading_redis.state() == "loading":
+                    assert closed.value.rcvd is not None
+                    assert closed.value.rcvd.code == CloseCode.TRY_AGAIN_LATER, closed.value
             await asyncio.sleep(0.05)
         print(f"{len(during)} sends while Redis was loading; HTTP statuses {set(statuses)}")
         assert len(during) >= 3, "Redis did not stay in LOADING long enough to test"
