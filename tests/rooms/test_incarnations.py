@@ -26,6 +26,7 @@ from tests.rooms.helpers import (
     node_failed,
     poll,
 )
+from tests.support.redis_server import OwnRedis, require_redis_server
 
 GATEWAY = "roomstream_gateway"
 MONITOR = "roomstream_monitor"
@@ -169,3 +170,41 @@ async def test_claim_names_the_dead_incarnation(namespace, redis_client: aioredi
     await redis_client.hset(keys.incarnations(), "gw-x", str(inc2 + 10**9))
     third = Heartbeat(redis_client, keys, "gw-x", "gateway", interval_s=1, ttl_s=3)
     assert await third.register() == inc2 + 10**9 + 1
+
+
+async def test_disconnected_lost_in_a_redis_outage_is_appended_later(cluster, tmp_path):
+    """A socket that closes while Redis is down: its `disconnected` cannot be appended then; the
+    gateway appends it once Redis is back, so presence does not keep it for the process's life."""
+    require_redis_server()
+    own = OwnRedis(tmp_path / "redis")
+    own.dir.mkdir()
+    own.start()
+    try:
+        env = {"REDIS_URL": own.url}
+        rooms = cluster.start(ROOMS, env={**FAST_ENV, **env}, name="rooms")
+        gateway = cluster.start(
+            GATEWAY,
+            env={**env, "ROOMSTREAM_ROOMS_URL": rooms.url, "ROOMSTREAM_NODE_ID": "gw-o"},
+            name="gw-o",
+            ready_path="/healthz",
+        )
+        async with api(rooms.url) as http:
+            body = {"id": "hall", "name": "Hall", "kind": "public", "members": ["bob"]}
+            assert (await http.post("/rooms", json=body, headers=auth("alice"))).status_code == 201
+            await client(gateway.ws_url, "alice")
+            bob, _ = await client(gateway.ws_url, "bob")
+
+            async def presence_is(expected: list[dict]) -> bool:
+                r = await http.get("/rooms/hall/presence", headers=auth("alice"))
+                return r.status_code == 200 and r.json()["users"] == expected
+
+            alice_only = [{"user": "alice", "connections": 1}]
+            await poll(lambda: presence_is([*alice_only, {"user": "bob", "connections": 1}]))
+            own.stop()
+            await bob.close()  # its `disconnected` fails: Redis is down
+            await asyncio.sleep(1.0)
+            own.start()
+            await poll(lambda: presence_is(alice_only), deadline_s=20)
+            assert gateway.running and rooms.running
+    finally:
+        own.stop()

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import signal
+from collections import deque
 from typing import Any
 
 from roomstream_contracts.codec import frame, parse_command
@@ -105,6 +106,9 @@ class Gateway:
         `/readyz` answers 503 once one of them has ended."""
         self.server: Server | None = None
         self._rate_mark: tuple[float, int] = (0.0, 0)
+        self._unsent: deque[Envelope] = deque()
+        """`disconnected` events whose append failed (Redis unavailable), to append later."""
+        self._unsent_task: asyncio.Task[None] | None = None
         self._seq = 0
 
     # -- health and stats ---------------------------------------------------------------------
@@ -350,12 +354,35 @@ class Gateway:
     async def _disconnected(self, session: Session) -> None:
         conn = session.conn
         data = DisconnectedData(code=conn.close_code, reason=conn.close_reason or "").model_dump()
+        envelope = self._event(session, EventKind.DISCONNECTED, data)
         try:
-            await self.eventlog.append(self._event(session, EventKind.DISCONNECTED, data))
+            await self.eventlog.append(envelope)
         except Exception as exc:
             if not redis_unavailable(exc):
                 raise
+            # Without it presence would keep this socket for the rest of this process life:
+            # append it once Redis answers again (a duplicate is harmless: idempotent by conn).
             log.warning("could not append disconnected: %s", exc, extra={"conn": session.id})
+            self._unsent.append(envelope)
+            if self._unsent_task is None or self._unsent_task.done():
+                self._unsent_task = asyncio.create_task(self._flush_unsent(), name="unsent")
+
+    async def _flush_unsent(self) -> None:
+        """Append the `disconnected` events that failed, oldest first, backing off while Redis
+        is unavailable (one task for all of them, however many sockets closed meanwhile)."""
+        delay = 0.2
+        while self._unsent:
+            try:
+                await self.eventlog.append(self._unsent[0])
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                log.exception("dropping an unsendable disconnected event")
+            self._unsent.popleft()
+            delay = 0.2
+        log.info("appended the disconnected events held during the redis outage")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
