@@ -81,3 +81,27 @@ def test_presence_notices_on_first_and_last_connection_only():
         # d was online already and joined r4: r4 learns it is here; a's join is covered above.
         ("online", "r4", "d", 1),
     ]
+
+
+def test_incarnation_retire_marks():
+    from roomstream_rooms.projection import CloseConn, StartNode, retire_mark
+
+    def env(kind: EventKind, data: dict) -> Envelope:
+        return Envelope(id="x", kind=kind, user="u", node="g", conn="c", ts=5, data=data)
+
+    started = conn_change(env(EventKind.NODE_STARTED, {"node": "g", "incarnation": 7}))
+    assert started == StartNode("g", 5, 7) and retire_mark(started) == ("g", 6)
+    opened = conn_change(env(EventKind.CONNECTED, {"incarnation": 7}))
+    assert opened == OpenConn("c", "u", "g", 5, 7) and retire_mark(opened) == ("g", 6)
+    closed = conn_change(env(EventKind.DISCONNECTED, {"code": 1000, "incarnation": 7}))
+    assert isinstance(closed, CloseConn) and retire_mark(closed) == ("g", 6)
+    failed = conn_change(env(EventKind.NODE_FAILED, {"node": "g", "incarnation": 7}))
+    assert failed == FailNode("g", 5, 7) and retire_mark(failed) == ("g", 7)
+    # Events of versions without incarnations: no mark (the node_failed ts rule applies).
+    old_open = conn_change(env(EventKind.CONNECTED, {}))
+    assert old_open == OpenConn("c", "u", "g", 5) and retire_mark(old_open) is None
+    legacy = conn_change(env(EventKind.NODE_FAILED, {"node": "g"}))
+    assert legacy == FailNode("g", 5) and retire_mark(legacy) is None
+    # Malformed: ignored, never a crash of the projection.
+    assert conn_change(env(EventKind.NODE_STARTED, {"node": "g"})) is None
+    assert conn_change(env(EventKind.CONNECTED, {"incarnation": "x"})) is None

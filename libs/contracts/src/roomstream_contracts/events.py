@@ -33,6 +33,7 @@ class EventKind(StrEnum):
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
     NODE_FAILED = "node_failed"
+    NODE_STARTED = "node_started"
 
 
 SEQUENCED_KINDS: frozenset[EventKind] = frozenset(
@@ -99,12 +100,16 @@ class PresenceData(_Data):
 
 
 class ConnectedData(_Data):
-    """A socket authenticated on `node` (envelope `node`, `conn`, `user`)."""
+    """A socket authenticated on `node` (envelope `node`, `conn`, `user`), during the node's
+    process life `incarnation` (see `NodeStartedData`; absent from events of older versions)."""
+
+    incarnation: int | None = None
 
 
 class DisconnectedData(_Data):
     code: int | None = None
     reason: str = ""
+    incarnation: int | None = None
 
 
 class NodeFailedData(_Data):
@@ -112,6 +117,24 @@ class NodeFailedData(_Data):
 
     node: str
     last_seen_ms: int | None = None
+    incarnation: int | None = None
+    """The incarnation that stopped heartbeating: only its connections (and older ones) are gone;
+    a newer incarnation of the same node id keeps its own. None: every connection of the node
+    opened before the event's `ts` (events of older versions)."""
+
+
+class NodeStartedData(_Data):
+    """A node began a new process life (envelope `node`; sharded by `node:ID` like node_failed).
+
+    `incarnation` identifies the process life: an integer that grows with every start of the same
+    node id (`roomstream_kit.node`: the start time in ms, made strictly greater than the previous
+    incarnation's in Redis). A new incarnation means every older one of that node is dead: their
+    connections are retired at once, without waiting for the monitor's timeout.
+    """
+
+    node: str
+    incarnation: int
+    kind: str = ""
 
 
 DATA_MODELS: dict[EventKind, type[_Data]] = {
@@ -127,6 +150,7 @@ DATA_MODELS: dict[EventKind, type[_Data]] = {
     EventKind.CONNECTED: ConnectedData,
     EventKind.DISCONNECTED: DisconnectedData,
     EventKind.NODE_FAILED: NodeFailedData,
+    EventKind.NODE_STARTED: NodeStartedData,
 }
 """The data model of each kind, for consumers that want typed access (`Envelope.typed_data`)."""
 

@@ -21,6 +21,7 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:history-latest:{N}:ROOM` | hash | history service | cached latest history page + generation |
 | `rs:node:NODE` | hash + TTL | each node | heartbeat record |
 | `rs:nodes` | zset | each node | node → last heartbeat (ms); monitor's registry index |
+| `rs:incarnations:{rs:nodes}` | hash | each node | node → its latest incarnation (kept; same slot as `rs:nodes`) |
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ class StreamKeys:
 
     def nodes(self) -> str:
         return f"{self.namespace}:nodes"
+
+    def incarnations(self) -> str:
+        """Hash node → latest incarnation. Its hash tag is the name of `nodes()`, so scripts that
+        touch both run within one slot of a Redis Cluster."""
+        return f"{self.namespace}:incarnations:{{{self.nodes()}}}"
 
 
 APPEND_SCRIPT = """

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
+from redis.exceptions import RedisClusterException, RedisError
 from roomstream_contracts.codec import describe_validation_error
 from roomstream_contracts.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from roomstream_contracts.tokens import TokenClaims
@@ -21,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .auth import AuthError, TokenVerifier
-from .redis import REDIS_DOWN_ERRORS
+from .redis import REDIS_DOWN_ERRORS, redis_unavailable
 from .telemetry import metrics_response
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,13 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     return error_response(ErrorCode.UNAVAILABLE, "a dependency is unavailable; retry")
 
 
+async def _redis_error(request: Request, exc: Exception) -> Response:
+    """A Redis error reply: `unavailable` when it means "try again" (LOADING, READONLY, ...)."""
+    if redis_unavailable(exc):
+        return await _unavailable(request, exc)
+    return await _internal(request, exc)
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     log.exception("internal error on %s %s", request.method, request.url.path)
     return error_response(ErrorCode.INTERNAL, "internal error")
@@ -93,6 +101,8 @@ def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[R
         HTTPException: _http_error,
         Exception: _internal,
     }
+    handlers[RedisError] = _redis_error
+    handlers[RedisClusterException] = _redis_error
     for exc_type in REDIS_DOWN_ERRORS:
         handlers[exc_type] = _unavailable
     try:

@@ -3,6 +3,15 @@
 Every gateway and service instance writes `rs:node:NODE` (a hash with a TTL) and its score in the
 `rs:nodes` sorted set every `heartbeat_interval_s`. On a clean stop it removes both, so the monitor
 can tell a deregistered node from a failed one (whose record merely expires).
+
+**Incarnations.** A node id (`ROOMSTREAM_NODE_ID`) is stable across restarts; each process life
+of it is an *incarnation*, an integer claimed at start by `INCARNATION_SCRIPT`: the start time in
+ms, made strictly greater than the node's previous incarnation (kept in `rs:incarnations:{rs:nodes}`),
+so a restart on a host whose clock is behind still gets a newer one. The claim also refreshes the
+node's score in `rs:nodes` in the same atomic step: the monitor can never see the new incarnation
+registered while the node still looks stale, and declare it dead. Gateways carry the incarnation in
+their `connected` / `disconnected` events and append `node_started` when they start; the rooms
+service then retires the connections of every older incarnation at once (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -15,12 +24,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from roomstream_contracts.ids import now_ms
+from roomstream_contracts.events import Envelope, EventKind, NodeStartedData
+from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
 
-from .redis import REDIS_DOWN_ERRORS, AnyRedis
+from .redis import REDIS_DOWN_ERRORS, AnyRedis, redis_unavailable
 
 log = logging.getLogger(__name__)
+
+INCARNATION_SCRIPT = """
+-- KEYS[1] incarnations hash, KEYS[2] nodes zset; ARGV[1] node, ARGV[2] now (ms)
+local now = tonumber(ARGV[2])
+local inc = now
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if inc <= last then inc = last + 1 end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', inc))
+redis.call('ZADD', KEYS[2], string.format('%d', now), ARGV[1])
+return inc
+"""
+"""Claim this process's incarnation (> every earlier one of the node) and beat, atomically."""
 
 
 def process_stats() -> dict[str, float]:
@@ -59,10 +81,22 @@ class Heartbeat:
         self.stats = stats or dict
         self.address = address
         self.started_ms = now_ms()
+        self.incarnation: int | None = None
+        """This process life's incarnation, once `register` has claimed it."""
+        self._claim = redis.register_script(INCARNATION_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self._cpu_last: tuple[float, float] | None = None
 
+    async def register(self) -> int:
+        """Claim this process's incarnation (once; later calls return it)."""
+        if self.incarnation is None:
+            keys = [self.keys.incarnations(), self.keys.nodes()]
+            self.incarnation = int(await self._claim(keys=keys, args=[self.node, now_ms()]))
+            log.info("node %s incarnation %d", self.node, self.incarnation)
+        return self.incarnation
+
     async def beat(self) -> None:
+        incarnation = await self.register()
         proc = process_stats()
         wall = time.monotonic()
         cpu_percent = 0.0
@@ -77,6 +111,7 @@ class Heartbeat:
             "kind": self.kind,
             "address": self.address,
             "pid": os.getpid(),
+            "incarnation": incarnation,
             "started_ms": self.started_ms,
             "last_seen_ms": now,
             "uptime_s": round((now - self.started_ms) / 1000, 1),
@@ -95,7 +130,9 @@ class Heartbeat:
         while True:
             try:
                 await self.beat()
-            except REDIS_DOWN_ERRORS as exc:
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
                 log.warning("heartbeat failed: %s", exc)
             await asyncio.sleep(self.interval_s)
 
@@ -114,3 +151,14 @@ class Heartbeat:
                     pipe.delete(self.keys.node(self.node))
                     pipe.zrem(self.keys.nodes(), self.node)
                     await pipe.execute()
+
+
+def node_started_envelope(node: str, kind: str, incarnation: int) -> Envelope:
+    """The `node_started` event of a new incarnation (sharded by `node:ID`)."""
+    return Envelope(
+        id=new_event_id(),
+        kind=EventKind.NODE_STARTED,
+        node=node,
+        ts=now_ms(),
+        data=NodeStartedData(node=node, incarnation=incarnation, kind=kind).model_dump(),
+    )

@@ -9,6 +9,18 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -18,7 +30,75 @@ from .settings import CommonSettings
 AnyRedis: TypeAlias = "Redis | RedisCluster"
 
 REDIS_DOWN_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
-"""Errors that mean Redis is unreachable right now (answer `unavailable`, retry later)."""
+"""Errors that mean Redis is unreachable right now (answer `unavailable`, retry later).
+
+Redis can also be reachable and still answer "not now" (an error reply while it loads its data
+set, runs a long script, fails over, ...): `redis_unavailable` is the one test for both."""
+
+TRY_AGAIN_REPLIES: frozenset[str] = frozenset(
+    {
+        "LOADING",  # loading the data set (AOF / RDB) after a restart
+        "BUSY",  # a script or function is running past its time limit
+        "MASTERDOWN",  # a replica lost its master (replica-serve-stale-data no)
+        "TRYAGAIN",  # cluster: a multi-key command during resharding
+        "CLUSTERDOWN",  # cluster: a slot is not served
+        "READONLY",  # a write reached a replica (a failover moved the master)
+        "NOREPLICAS",  # min-replicas-to-write not met
+        "MISCONF",  # writes refused until a failed RDB save succeeds
+        "OOM",  # maxmemory reached: a write succeeds again once memory is freed
+        "UNBLOCKED",  # a blocking read was released by a role change
+    }
+)
+"""First words of the Redis error replies that mean "the server cannot do it now; try again"
+(as opposed to a bad command, a wrong type or a script bug, which are internal errors)."""
+
+_TRY_AGAIN_TYPES: tuple[type[Exception], ...] = (
+    BusyLoadingError,  # already a ConnectionError; listed for clarity
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ClusterError,  # the cluster client gave up redirecting / retrying
+    SlotNotCoveredError,
+)
+"""redis-py's classes for such replies (its parser strips the first word from the message)."""
+
+
+class RedisTryAgainError(RedisConnectionError):
+    """An error reply of `TRY_AGAIN_REPLIES` from a client of our own (the gateway's pipelined
+    connection). A `ConnectionError`, so every `except REDIS_DOWN_ERRORS` treats it as an outage."""
+
+
+def try_again_reply(message: str) -> bool:
+    """Whether a Redis error reply (its text, e.g. "LOADING Redis is loading ...") means retry.
+
+    redis-py prefixes errors raised inside a pipeline ("Command # 1 (...) of pipeline caused
+    error: BUSY ..."); the reply proper follows that prefix.
+    """
+    _, marker, rest = message.partition("caused error: ")
+    reply = rest if marker else message
+    return reply.lstrip().split(" ", 1)[0] in TRY_AGAIN_REPLIES
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """The one classification of Redis failures: True when the operation may succeed if retried
+    later (Redis unreachable, timed out, or answering a "try again" error such as LOADING), so
+    the caller answers `unavailable` (HTTP 503) rather than `internal`."""
+    if isinstance(exc, REDIS_DOWN_ERRORS + _TRY_AGAIN_TYPES):
+        return True
+    if isinstance(exc, ResponseError | RedisClusterException):
+        return try_again_reply(str(exc))
+    return False
+
+
+def reply_error(message: str) -> Exception:
+    """The exception for a Redis error reply parsed by a client of our own: `RedisTryAgainError`
+    (a ConnectionError, so `unavailable`) for a "try again" reply, else a plain ResponseError."""
+    if try_again_reply(message):
+        return RedisTryAgainError(message)
+    return ResponseError(message)
+
 
 CLUSTER_MAX_CONNECTIONS_PER_NODE = 2**31
 """Connection pool bound per cluster node: in effect none, since the cluster client fails

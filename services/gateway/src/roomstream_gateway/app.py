@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
+from collections import deque
 from typing import Any
 
 from roomstream_contracts.codec import frame, parse_command
@@ -24,8 +24,8 @@ from roomstream_kit import redis as kit_redis
 from roomstream_kit.auth import AuthError, TokenVerifier, service_token
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
-from roomstream_kit.node import Heartbeat
-from roomstream_kit.redis import REDIS_DOWN_ERRORS
+from roomstream_kit.node import Heartbeat, node_started_envelope
+from roomstream_kit.redis import redis_unavailable
 from roomstream_kit.shutdown import arm_shutdown_deadline
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -106,6 +106,9 @@ class Gateway:
         `/readyz` answers 503 once one of them has ended."""
         self.server: Server | None = None
         self._rate_mark: tuple[float, int] = (0.0, 0)
+        self._unsent: deque[Envelope] = deque()
+        """`disconnected` events whose append failed (Redis unavailable), to append later."""
+        self._unsent_task: asyncio.Task[None] | None = None
         self._seq = 0
 
     # -- health and stats ---------------------------------------------------------------------
@@ -118,8 +121,9 @@ class Gateway:
         try:
             if await asyncio.wait_for(self.redis.ping(), 2.0):
                 return None
-        except REDIS_DOWN_ERRORS:  # TimeoutError is an OSError
-            pass
+        except Exception as exc:  # TimeoutError is an OSError; LOADING / BUSY replies too
+            if not redis_unavailable(exc):
+                raise
         return "redis does not answer"
 
     def start_background(self) -> None:
@@ -146,10 +150,11 @@ class Gateway:
         while True:
             try:
                 await self.heartbeat.beat()
-            except REDIS_DOWN_ERRORS as exc:
-                log.warning("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    log.warning("heartbeat failed: %s", exc)
+                else:
+                    log.exception("heartbeat failed")
             await asyncio.sleep(interval)
 
     def _stats(self) -> dict[str, Any]:
@@ -226,12 +231,14 @@ class Gateway:
         if conn.response is not None:
             conn.response.headers.clear()
         self._seq += 1
-        session = Session(conn, f"{self.node}:{os.getpid():x}:{self._seq:x}", claims.sub)
+        # Connection ids carry the incarnation, never reused by a later process life (a pid is:
+        # pid 1 in every container); the rooms projection keeps a closed id closed for good.
+        session = Session(conn, f"{self.node}:{self.incarnation:x}:{self._seq:x}", claims.sub)
         try:
             await self._welcome(session)
         except Exception as exc:
             self.hub.remove(session)
-            if isinstance(exc, REDIS_DOWN_ERRORS):
+            if redis_unavailable(exc):
                 await conn.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable")
             else:
                 log.exception("welcome failed", extra={"conn": session.id, "user": session.user})
@@ -319,22 +326,70 @@ class Gateway:
             node=self.node,
             conn=session.id,
             ts=now_ms(),
-            data=data,
+            data={**data, "incarnation": self.incarnation},
         )
+
+    @property
+    def incarnation(self) -> int:
+        assert self.heartbeat.incarnation is not None, "start() registers the incarnation"
+        return self.heartbeat.incarnation
+
+    async def start_incarnation(self) -> None:
+        """Claim this process's incarnation and append `node_started` before accepting sockets:
+        the rooms service retires the connections of the previous process of this node id (a
+        crash) at once. Retried while Redis is unavailable (nothing can be served without it)."""
+        delay = 0.1
+        while True:
+            try:
+                incarnation = await self.heartbeat.register()
+                await self.eventlog.append(node_started_envelope(self.node, "gateway", incarnation))
+                return
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
+                log.warning("cannot register the node yet: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _disconnected(self, session: Session) -> None:
         conn = session.conn
         data = DisconnectedData(code=conn.close_code, reason=conn.close_reason or "").model_dump()
+        envelope = self._event(session, EventKind.DISCONNECTED, data)
         try:
-            await self.eventlog.append(self._event(session, EventKind.DISCONNECTED, data))
-        except REDIS_DOWN_ERRORS as exc:
+            await self.eventlog.append(envelope)
+        except Exception as exc:
+            if not redis_unavailable(exc):
+                raise
+            # Without it presence would keep this socket for the rest of this process life:
+            # append it once Redis answers again (a duplicate is harmless: idempotent by conn).
             log.warning("could not append disconnected: %s", exc, extra={"conn": session.id})
+            self._unsent.append(envelope)
+            if self._unsent_task is None or self._unsent_task.done():
+                self._unsent_task = asyncio.create_task(self._flush_unsent(), name="unsent")
+
+    async def _flush_unsent(self) -> None:
+        """Append the `disconnected` events that failed, oldest first, backing off while Redis
+        is unavailable (one task for all of them, however many sockets closed meanwhile)."""
+        delay = 0.2
+        while self._unsent:
+            try:
+                await self.eventlog.append(self._unsent[0])
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                log.exception("dropping an unsendable disconnected event")
+            self._unsent.popleft()
+            delay = 0.2
+        log.info("appended the disconnected events held during the redis outage")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         s = self.settings
         await self.tail.seek_end()
+        await self.start_incarnation()
         self.start_background()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

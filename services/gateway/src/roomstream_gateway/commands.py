@@ -36,7 +36,7 @@ from roomstream_contracts.frames import (
 )
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import AppendResult, AppendStatus, EventLog, OwnerCheck, RoomCheck
-from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis
+from roomstream_kit.redis import AnyRedis, redis_unavailable
 from roomstream_kit.redis import text as redis_text
 from roomstream_kit.telemetry import inject_context, tracer
 
@@ -107,9 +107,10 @@ class Commands:
             await handler(session, cmd)
         except ProtocolError as exc:
             self.fail(session, exc.code, exc.message, exc.ref or ref)
-        except REDIS_DOWN_ERRORS as exc:
-            self.fail(session, ErrorCode.UNAVAILABLE, f"redis unavailable: {exc}", ref)
-        except Exception:
+        except Exception as exc:
+            if redis_unavailable(exc):  # down, or answering "try again" (e.g. LOADING)
+                self.fail(session, ErrorCode.UNAVAILABLE, f"redis unavailable: {exc}", ref)
+                return
             log.exception("command failed", extra={"conn": session.id, "user": session.user})
             self.fail(session, ErrorCode.INTERNAL, "internal error", ref)
 

@@ -7,7 +7,10 @@ commands of every socket written as soon as they are issued (Redis answers in or
 parsed by hiredis. Nothing else changes: the same script (EVALSHA, loaded on NOSCRIPT), the same
 keys and arguments (`EventLog`), the same errors (a lost connection raises redis-py's
 `ConnectionError`, one of `REDIS_DOWN_ERRORS`: the command answers `unavailable`; nothing is
-retried blindly, so an append is never doubled). The next append reconnects.
+retried blindly, so an append is never doubled). The next append reconnects. An error reply that
+means "try again" (LOADING while Redis loads its data set after a restart, BUSY, READONLY, ...) is
+raised as `roomstream_kit.redis.RedisTryAgainError`, also a ConnectionError: `unavailable`, never
+`internal`.
 
 The tail's blocking XREAD gets a connection of its own (`PipedTailRedis`), with a client-side
 deadline of BLOCK + `XREAD_GRACE_S` (a silently dead connection is dropped and reconnected).
@@ -29,10 +32,10 @@ from urllib.parse import urlsplit
 import hiredis
 from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from roomstream_contracts.streams import APPEND_SCRIPT
-from roomstream_kit.redis import AnyRedis
+from roomstream_kit.redis import AnyRedis, reply_error
 
 CONNECT_TIMEOUT_S = 2.0
 APPEND_DEADLINE_S = 10.0
@@ -90,8 +93,11 @@ class _Protocol(asyncio.Protocol):
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 message = str(reply)
-                exc_type = NoScriptError if message.startswith("NOSCRIPT") else ResponseError
-                fut.set_exception(exc_type(message))
+                fut.set_exception(
+                    NoScriptError(message)
+                    if message.startswith("NOSCRIPT")
+                    else reply_error(message)
+                )
             else:
                 fut.set_result(reply)
 

@@ -105,6 +105,7 @@ class MonitorApi:
             view["alive"] = bool(record.fields) and record.last_beat_ms > deadline
             view["pid"] = record.fields.get("pid")
             view["started_ms"] = record.fields.get("started_ms")
+            view["incarnation"] = record.fields.get("incarnation")
             nodes.append(view)
         failed = await self.registry.failed(now - self.settings.failed_keep_s * 1000)
         return JSONResponse(

@@ -16,7 +16,7 @@ from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.redis import REDIS_DOWN_ERRORS, connect
+from roomstream_kit.redis import connect, redis_unavailable
 from roomstream_kit.shutdown import cancel_and_wait
 from roomstream_kit.telemetry import shutdown_telemetry
 from starlette.applications import Starlette
@@ -42,7 +42,9 @@ async def _start_consumer(consumer: LogConsumer) -> None:
         try:
             await consumer.start()
             return
-        except REDIS_DOWN_ERRORS as exc:
+        except Exception as exc:
+            if not redis_unavailable(exc):
+                raise
             log.warning("log consumer cannot start yet: %s", exc)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -3,7 +3,9 @@
 Every `check_interval_s` the detector lists the registry's nodes whose last heartbeat is older
 than `node_timeout_s` and claims each through `Registry.claim` (atomic: only one monitor instance
 wins). The winner appends one `node_failed` event (data: node, last_seen_ms), sharded by node; the
-rooms service reacts to it. Deregistered nodes (clean SIGTERM) are no longer in the zset and are
+rooms service reacts to it. `node_failed` names the incarnation (process life) that stopped
+beating: a node restarted under the same id after the claim keeps its new connections, and one
+restarted before it is not stale any more (its start beat refreshed the score). Deregistered nodes (clean SIGTERM) are no longer in the zset and are
 never reported.
 
 After Redis was unreachable (and at start) the detector declares nobody dead until Redis has
@@ -24,7 +26,7 @@ import time
 from roomstream_contracts.events import Envelope, EventKind, NodeFailedData
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import EventLog
-from roomstream_kit.redis import REDIS_DOWN_ERRORS
+from roomstream_kit.redis import REDIS_DOWN_ERRORS, redis_unavailable
 
 from .metrics import MonitorMetrics
 from .registry import Registry
@@ -70,27 +72,30 @@ class DeadNodeDetector:
         for node, _ in stale:
             if node == self.monitor_node:
                 continue
-            last_seen = await self.registry.claim(node, deadline)
-            if last_seen is None:
-                continue  # another monitor won, or the node beat again meanwhile
-            await self._report(node, last_seen)
+            claim = await self.registry.claim(node, deadline)
+            if claim is None:
+                continue  # another monitor won, or the node beat again (or restarted) meanwhile
+            await self._report(node, claim.last_seen_ms, claim.incarnation)
             declared.append(node)
         return declared
 
-    async def _report(self, node: str, last_seen_ms: int) -> None:
+    async def _report(self, node: str, last_seen_ms: int, incarnation: int | None = None) -> None:
+        data = NodeFailedData(node=node, last_seen_ms=last_seen_ms, incarnation=incarnation)
         envelope = Envelope(
             id=new_event_id(),
             kind=EventKind.NODE_FAILED,
             node=node,
             ts=now_ms(),
-            data=NodeFailedData(node=node, last_seen_ms=last_seen_ms).model_dump(),
+            data=data.model_dump(),
         )
         delay = 0.1
         while True:
             try:
                 await self.eventlog.append(envelope)
                 break
-            except REDIS_DOWN_ERRORS as exc:
+            except Exception as exc:
+                if not redis_unavailable(exc):
+                    raise
                 self.redis_failed()
                 log.warning("node_failed append for %s failed (%s); retrying", node, exc)
                 await asyncio.sleep(delay)
@@ -104,18 +109,24 @@ class DeadNodeDetector:
             "node %s declared dead (last heartbeat %d ms ago)",
             node,
             envelope.ts - last_seen_ms,
-            extra={"failed_node": node, "event_id": envelope.id, "last_seen_ms": last_seen_ms},
+            extra={
+                "failed_node": node,
+                "event_id": envelope.id,
+                "last_seen_ms": last_seen_ms,
+                "incarnation": incarnation,
+            },
         )
 
     async def run(self, interval_s: float) -> None:
         while True:
             try:
                 await self.check()
-            except REDIS_DOWN_ERRORS as exc:
-                self.redis_failed()
-                self.metrics.errors.add(1, {"kind": "redis"})
-                log.warning("dead-node check failed: %s", exc)
-            except Exception:
-                self.metrics.errors.add(1, {"kind": "internal"})
-                log.exception("dead-node check failed")
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    self.redis_failed()
+                    self.metrics.errors.add(1, {"kind": "redis"})
+                    log.warning("dead-node check failed: %s", exc)
+                else:
+                    self.metrics.errors.add(1, {"kind": "internal"})
+                    log.exception("dead-node check failed")
             await asyncio.sleep(interval_s)

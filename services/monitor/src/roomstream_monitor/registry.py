@@ -4,7 +4,9 @@ Every process writes `NS:node:NODE` (hash with a TTL) and its last heartbeat (ms
 the `NS:nodes` zset (`roomstream_kit.node.Heartbeat`); a clean stop removes both. A node still in
 the zset whose score is older than the timeout stopped without deregistering: it failed.
 `CLAIM_SCRIPT` removes it from the zset only if its score is still that old, in one atomic step,
-so when several monitors look at the same moment exactly one of them wins and reports it.
+so when several monitors look at the same moment exactly one of them wins and reports it. The
+claim also returns the node's incarnation (process life), so `node_failed` names the dead process
+and never the live one that replaced it under the same node id.
 """
 
 from __future__ import annotations
@@ -18,16 +20,34 @@ from roomstream_kit.redis import AnyRedis
 from . import keys as monitor_keys
 
 CLAIM_SCRIPT = """
--- KEYS[1] the nodes zset; ARGV[1] node, ARGV[2] deadline (ms): claim if last beat <= deadline
+-- KEYS[1] the nodes zset, KEYS[2] the incarnations hash; ARGV[1] node, ARGV[2] deadline (ms):
+-- claim if last beat <= deadline; returns {last beat, the incarnation that stopped beating}
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return false end
 if tonumber(score) > tonumber(ARGV[2]) then return false end
 redis.call('ZREM', KEYS[1], ARGV[1])
-return score
+return {score, redis.call('HGET', KEYS[2], ARGV[1]) or ''}
 """
 
-_NUMERIC = ("pid", "started_ms", "last_seen_ms", "memory_bytes", "connections", "rooms")
+_NUMERIC = (
+    "pid",
+    "incarnation",
+    "started_ms",
+    "last_seen_ms",
+    "memory_bytes",
+    "connections",
+    "rooms",
+)
 _FLOAT = ("uptime_s", "cpu_percent", "messages_per_s")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A node this monitor declared dead: its last beat and the incarnation that made it."""
+
+    last_seen_ms: int
+    incarnation: int | None
+    """None for a node of a version without incarnations."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +108,20 @@ class Registry:
         )
         return [(name.decode(), int(score)) for name, score in rows]
 
-    async def claim(self, node: str, deadline_ms: int) -> int | None:
-        """Remove `node` if it is still stale; its last beat (ms) when this call won, else None."""
-        score = await self._claim(keys=[self.keys.nodes()], args=[node, deadline_ms])
-        return None if score is None else int(float(score))
+    async def claim(self, node: str, deadline_ms: int) -> Claim | None:
+        """Remove `node` if it is still stale; its last beat and incarnation when this call won.
+
+        The incarnation is read in the same atomic step: a new process of the node claims its
+        incarnation together with a fresh beat (`roomstream_kit.node.INCARNATION_SCRIPT`), so a
+        stale node's incarnation here is always the one that stopped beating, never its successor.
+        """
+        reply: Any = await self._claim(
+            keys=[self.keys.nodes(), self.keys.incarnations()], args=[node, deadline_ms]
+        )
+        if not reply:
+            return None
+        score, incarnation = reply
+        return Claim(int(float(score)), int(incarnation) if incarnation else None)
 
     async def record_failed(self, node: str, at_ms: int, keep_s: int) -> None:
         key = monitor_keys.nodes_failed(self.keys.namespace)

@@ -20,7 +20,7 @@ import httpx
 from redis.exceptions import ResponseError
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis
+from roomstream_kit.redis import AnyRedis, redis_unavailable
 
 from . import keys as monitor_keys
 from . import latency
@@ -219,11 +219,12 @@ class Collector:
         while True:
             try:
                 await self.collect()
-            except REDIS_DOWN_ERRORS as exc:
-                self.on_redis_error()
-                self.metrics.errors.add(1, {"kind": "redis"})
-                log.warning("stats refresh failed: %s", exc)
-            except Exception:
-                self.metrics.errors.add(1, {"kind": "internal"})
-                log.exception("stats refresh failed")
+            except Exception as exc:
+                if redis_unavailable(exc):
+                    self.on_redis_error()
+                    self.metrics.errors.add(1, {"kind": "redis"})
+                    log.warning("stats refresh failed: %s", exc)
+                else:
+                    self.metrics.errors.add(1, {"kind": "internal"})
+                    log.exception("stats refresh failed")
             await asyncio.sleep(self.settings.stats_interval_s)

@@ -7,7 +7,14 @@ Ordering rules (docs/rooms.md, "Projection"):
 - a room's sequenced events are applied strictly in seq order: seq <= last applied is skipped
   (idempotency), a seq beyond last+1 is a *gap* (an earlier event is still pending with another
   consumer) that must be filled before anything later is applied;
-- connection events are idempotent by connection id; a closed connection stays closed.
+- connection events are idempotent by connection id; a closed connection stays closed;
+- incarnations: every node id's process lives are numbered (`incarnation`, growing). An event of
+  incarnation I of a node (`node_started`, `connected`, `disconnected`) means every older one is
+  dead; `node_failed` of I means I is dead too. So each node has a *retired* mark (the highest
+  incarnation known dead) that only grows, and a connection of an incarnation at or below it is
+  closed — at once when the mark rises, or as soon as it is recorded when its event comes late
+  (another shard, a reclaimed entry). A new incarnation's own connections are never retired,
+  whatever order the shards deliver in.
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from roomstream_contracts.events import (
+    ConnectedData,
     Envelope,
     EventKind,
     MemberJoinedData,
     NodeFailedData,
+    NodeStartedData,
     PresenceData,
     RoomCreatedData,
 )
@@ -27,7 +36,9 @@ from roomstream_contracts.ids import new_event_id, now_ms
 
 ROOM_KINDS = frozenset({EventKind.ROOM_CREATED, EventKind.MEMBER_JOINED, EventKind.MEMBER_LEFT})
 """Sequenced kinds that change the room projection (the others only advance its seq)."""
-CONNECTION_KINDS = frozenset({EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.NODE_FAILED})
+CONNECTION_KINDS = frozenset(
+    {EventKind.CONNECTED, EventKind.DISCONNECTED, EventKind.NODE_FAILED, EventKind.NODE_STARTED}
+)
 """Kinds that change presence."""
 
 
@@ -130,6 +141,7 @@ class OpenConn:
     user: str
     node: str
     ts: int
+    incarnation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,34 +150,59 @@ class CloseConn:
     user: str
     node: str
     ts: int
+    incarnation: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class FailNode:
-    """Close every connection of `node` opened no later than `ts` (the failure was declared then;
-    a node restarted under the same id afterwards keeps its new connections)."""
+    """Incarnation `incarnation` of `node` is dead: close its connections and older ones. Without
+    an incarnation (older versions): close every connection of `node` opened no later than `ts`."""
 
     node: str
     ts: int
+    incarnation: int | None = None
 
 
-ConnChange = OpenConn | CloseConn | FailNode
+@dataclass(frozen=True, slots=True)
+class StartNode:
+    """Incarnation `incarnation` of `node` started: every older incarnation is dead."""
+
+    node: str
+    ts: int
+    incarnation: int
+
+
+ConnChange = OpenConn | CloseConn | FailNode | StartNode
+
+
+def retire_mark(change: ConnChange) -> tuple[str, int] | None:
+    """(node, highest incarnation this change proves dead), or None (no incarnation known)."""
+    if isinstance(change, FailNode):
+        return None if change.incarnation is None else (change.node, change.incarnation)
+    if change.incarnation is None:
+        return None
+    return change.node, change.incarnation - 1
 
 
 def conn_change(env: Envelope) -> ConnChange | None:
     """The presence change of a connection event (None: malformed, ignored)."""
-    if env.kind == EventKind.NODE_FAILED:
-        try:
-            data = NodeFailedData.model_validate(env.data)
-        except ValueError:
-            return None
-        return FailNode(data.node, env.ts)
+    try:
+        if env.kind == EventKind.NODE_FAILED:
+            failed = NodeFailedData.model_validate(env.data)
+            return FailNode(failed.node, env.ts, failed.incarnation)
+        if env.kind == EventKind.NODE_STARTED:
+            started = NodeStartedData.model_validate(env.data)
+            return StartNode(started.node, env.ts, started.incarnation)
+        # connected / disconnected: both data models carry `incarnation` alike
+        incarnation = ConnectedData.model_validate(env.data).incarnation
+    except ValueError:
+        return None
     if not (env.conn and env.user and env.node):
         return None
     if env.kind == EventKind.CONNECTED:
-        return OpenConn(env.conn, env.user, env.node, env.ts)
+        return OpenConn(env.conn, env.user, env.node, env.ts, incarnation)
     if env.kind == EventKind.DISCONNECTED:
-        return CloseConn(env.conn, env.user, env.node, env.ts)
+        return CloseConn(env.conn, env.user, env.node, env.ts, incarnation)
     return None
 
 

@@ -49,6 +49,7 @@ from .projection import (
     notice_envelope,
     plan_room,
     presence_notices,
+    retire_mark,
     room_change,
 )
 from .readmodels import ReadModels
@@ -163,9 +164,17 @@ class Projector:
             changes.append((env, cc))
             if isinstance(cc, OpenConn | CloseConn):
                 b.presence_users.add(cc.user)
-        failed = [c.node for _, c in changes if isinstance(c, FailNode)]
+        # Nodes whose connections this batch may close wholesale: declared failed without an
+        # incarnation, or whose retired mark rises (a newer incarnation seen, or one failed).
+        # Their users' counts before the batch are needed for the `offline` notices.
+        marks = await store.retired_marks(conn, {c.node for _, c in changes})
+        failed = {c.node for _, c in changes if isinstance(c, FailNode) and c.incarnation is None}
+        for _, c in changes:
+            mark = retire_mark(c)
+            if mark is not None and mark[1] > marks.get(mark[0], -1):
+                failed.add(mark[0])
         if failed:
-            b.presence_users |= await store.live_users_of_nodes(conn, failed)
+            b.presence_users |= await store.live_users_of_nodes(conn, sorted(failed))
         pair_users = {u for _, u in b.pairs}
         users = b.presence_users | pair_users
         before = await store.live_counts(conn, users)
@@ -175,7 +184,7 @@ class Projector:
                 context=extract_context(env.trace),
                 attributes={"kind": env.kind.value, "user": env.user or "", "node": env.node or ""},
             ):
-                for cid, user, node in await store.apply_conn_change(conn, cc):
+                for cid, user, node in await store.apply_conn_change(conn, cc, marks):
                     b.conns[cid] = (user, node)
                     b.presence_users.add(user)
                     users.add(user)

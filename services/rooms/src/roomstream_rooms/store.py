@@ -11,7 +11,17 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from .projection import AddMember, CloseConn, ConnChange, CreateRoom, FailNode, OpenConn, RoomChange
+from .projection import (
+    AddMember,
+    CloseConn,
+    ConnChange,
+    CreateRoom,
+    FailNode,
+    OpenConn,
+    RoomChange,
+    StartNode,
+    retire_mark,
+)
 
 PROJECTION_LOCK = 0x726F6F6D  # "room": serializes projection transactions across instances
 
@@ -97,32 +107,86 @@ async def set_last_seq(conn: Conn, room: str, seq: int) -> None:
     )
 
 
-async def apply_conn_change(conn: Conn, change: ConnChange) -> list[tuple[str, str, str]]:
-    """Apply one connection change; returns the (conn, user, node) rows it may have altered."""
+async def retired_marks(conn: Conn, nodes: Iterable[str]) -> dict[str, int]:
+    """node → highest incarnation known dead (nodes without a mark are left out)."""
+    rows = await conn.fetch(
+        "SELECT node, retired_upto FROM node_incarnations WHERE node = ANY($1)", list(nodes)
+    )
+    return {r["node"]: r["retired_upto"] for r in rows}
+
+
+async def retire(conn: Conn, node: str, upto: int, ts: int) -> list[tuple[str, str, str]]:
+    """Raise `node`'s retired mark to `upto` and close its live connections of incarnations up to
+    it (and those without an incarnation: opened by a process of an older version). Nothing when
+    the mark is already there. Returns the (conn, user, node) rows closed."""
+    rows = await conn.fetch(
+        """WITH mark AS (
+               INSERT INTO node_incarnations AS n (node, retired_upto) VALUES ($1, $2)
+               ON CONFLICT (node) DO UPDATE SET retired_upto = EXCLUDED.retired_upto
+               WHERE n.retired_upto < EXCLUDED.retired_upto
+               RETURNING retired_upto)
+           UPDATE connections c SET closed_at = $3 FROM mark
+           WHERE c.node = $1 AND c.closed_at IS NULL
+             AND COALESCE(c.incarnation, 0) <= mark.retired_upto
+           RETURNING c.conn, c.user_id, c.node""",
+        node,
+        upto,
+        ts,
+    )
+    return [(r["conn"], r["user_id"], r["node"]) for r in rows]
+
+
+async def apply_conn_change(
+    conn: Conn, change: ConnChange, marks: dict[str, int] | None = None
+) -> list[tuple[str, str, str]]:
+    """Apply one connection change; returns the (conn, user, node) rows it may have altered.
+
+    `marks` (node → retired mark, as read by `retired_marks` for the batch's nodes and kept up to
+    date here) saves the retire statement when a change's incarnation proves nothing new."""
+    marks = {} if marks is None else marks
+    altered: list[tuple[str, str, str]] = []
+    mark = retire_mark(change)
+    if mark is not None and mark[1] > marks.get(mark[0], -1):
+        altered += await retire(conn, mark[0], mark[1], change.ts)
+        marks[mark[0]] = mark[1]
+    if isinstance(change, StartNode):
+        return altered
     if isinstance(change, OpenConn):
+        # Stored closed at once if its node was declared failed after it opened (older versions'
+        # rule) or its incarnation is retired already (its `connected` was processed late).
         await conn.execute(
-            """INSERT INTO connections (conn, user_id, node, opened_at, closed_at)
+            """INSERT INTO connections (conn, user_id, node, opened_at, closed_at, incarnation)
                VALUES ($1, $2, $3, $4,
-                       (SELECT failed_at FROM node_failures WHERE node = $3 AND failed_at >= $4))
+                       COALESCE(
+                           (SELECT failed_at FROM node_failures
+                            WHERE node = $3 AND failed_at >= $4),
+                           (SELECT $4::bigint FROM node_incarnations
+                            WHERE node = $3 AND retired_upto >= COALESCE($5::bigint, 0))),
+                       $5)
                ON CONFLICT (conn) DO NOTHING""",
             change.conn,
             change.user,
             change.node,
             change.ts,
+            change.incarnation,
         )
-        return [(change.conn, change.user, change.node)]
+        return [*altered, (change.conn, change.user, change.node)]
     if isinstance(change, CloseConn):
         await conn.execute(
-            """INSERT INTO connections (conn, user_id, node, closed_at) VALUES ($1, $2, $3, $4)
+            """INSERT INTO connections (conn, user_id, node, closed_at, incarnation)
+               VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (conn) DO UPDATE
                SET closed_at = COALESCE(connections.closed_at, EXCLUDED.closed_at)""",
             change.conn,
             change.user,
             change.node,
             change.ts,
+            change.incarnation,
         )
-        return [(change.conn, change.user, change.node)]
+        return [*altered, (change.conn, change.user, change.node)]
     assert isinstance(change, FailNode)
+    if change.incarnation is not None:
+        return altered
     await conn.execute(
         """INSERT INTO node_failures (node, failed_at) VALUES ($1, $2) ON CONFLICT (node)
            DO UPDATE SET failed_at = GREATEST(node_failures.failed_at, EXCLUDED.failed_at)""",
@@ -266,7 +330,7 @@ async def all_member_users(conn: Conn) -> list[str]:
 
 async def truncate(conn: Conn) -> None:
     """Empty every projection table (rebuild)."""
-    await conn.execute("TRUNCATE memberships, rooms, connections, node_failures")
+    await conn.execute("TRUNCATE memberships, rooms, connections, node_failures, node_incarnations")
 
 
 async def snapshot(conn: Conn) -> dict[str, Any]:
