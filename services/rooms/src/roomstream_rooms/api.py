@@ -258,7 +258,10 @@ class RoomsApi:
             # The roster decides atomically: `member` (already one) appends nothing.
             result = await self._append_membership(env, Access.GRANT)
         if result.status == AppendStatus.MEMBER:
-            return JSONResponse({"room": room.id, "user": user, "seq": await self._seq(room.id)})
+            # Read-your-write as for an append: the join that made it a member is applied.
+            seq = await self._seq(room.id)
+            await self._wait_applied(room.id, seq)
+            return JSONResponse({"room": room.id, "user": user, "seq": seq})
         if result.status == AppendStatus.NO_ROOM or result.seq is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no room {room.id!r}")
         await self._wait_applied(room.id, result.seq)
@@ -279,6 +282,9 @@ class RoomsApi:
             # The roster decides atomically: `not_member` appends nothing.
             result = await self._append_membership(env, Access.LEAVE)
         if result.status == AppendStatus.NOT_MEMBER:
+            # Read-your-write: the leave that ended the membership (maybe through a gateway, a
+            # moment ago) is applied before the 204, so the member list no longer shows it.
+            await self._wait_applied(room.id, await self._seq(room.id))
             return Response(status_code=204)
         if result.status == AppendStatus.NO_ROOM or result.seq is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no room {room.id!r}")
