@@ -200,15 +200,8 @@ class EventLog:
         return result
 
     async def access(self, room: str, user: str) -> tuple[bool, str | None, bool]:
-        """The membership authority's view of `user` in `room`: (room exists, room kind or None
-        when the room is not seeded yet, user is a member)."""
-        shard = self.keys.room_shard(room)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hexists(self.keys.seq(shard), room)
-            pipe.hget(self.keys.kinds(shard), room)
-            pipe.sismember(self.keys.roster(room), user)
-            exists, kind, member = await pipe.execute()
-        return bool(exists), (_text(kind) or None), bool(member)
+        """`room_access` of this deployment."""
+        return await room_access(self.redis, self.keys, room, user)
 
     async def seed_roster(self, room: str, kind: str, applied_seq: int, members: list[str]) -> str:
         """Seed a room's membership authority from a projection snapshot taken at `applied_seq`
@@ -271,6 +264,20 @@ class EventLog:
             *(extra or [""]),
         ]
         return keys, args
+
+
+async def room_access(
+    redis: AnyRedis, keys: StreamKeys, room: str, user: str
+) -> tuple[bool, str | None, bool]:
+    """The membership authority's view of `user` in `room` (the roster the append script keeps):
+    (room exists, room kind or None while the room is not seeded yet, user is a member)."""
+    shard = keys.room_shard(room)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.hexists(keys.seq(shard), room)
+        pipe.hget(keys.kinds(shard), room)
+        pipe.sismember(keys.roster(room), user)
+        exists, kind, member = await pipe.execute()
+    return bool(exists), (_text(kind) or None), bool(member)
 
 
 def _text(value: Any) -> str:
