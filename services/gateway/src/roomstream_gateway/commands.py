@@ -359,6 +359,13 @@ class Commands:
 
     async def join(self, session: Session, cmd: JoinCommand) -> None:
         room, ref = cmd.room, cmd.ref
+        # Refuse the plain cases before holding anything (a read of the roster, the authority);
+        # the append below decides again, atomically, should the roster change meanwhile.
+        exists, kind, member = await self.log.access(room, session.user)
+        if not exists:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        if kind == "private" and not member:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"room {room!r} is private", ref)
         # Subscribe first and hold the room's live frames, so nothing falls between the seq
         # (and replay) read below and live delivery. A socket that already receives the room
         # has had every event after its base seq live: a replay stops there (no duplicates).
