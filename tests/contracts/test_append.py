@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.eventlog import AppendStatus, EventLog, OwnerCheck, RoomCheck
+from roomstream_kit.eventlog import Access, AppendStatus, EventLog, OwnerCheck, RoomCheck
 
 from tests.conftest import REDIS_URL
 
@@ -148,3 +148,142 @@ async def test_owner_check(redis_client: aioredis.Redis, namespace: str) -> None
         owner_check=OwnerCheck(2, "ann"),
     )
     assert delete.seq == 4
+
+
+async def test_roster_decides_membership_atomically(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """room_created / member_joined / member_left change the roster in the append step; the
+    access checks read it (issue 9 item 1)."""
+    keys = StreamKeys(namespace=namespace)
+    log = EventLog(redis_client, keys)
+    created = event(
+        EventKind.ROOM_CREATED,
+        "vault",
+        "olga",
+        name="v",
+        kind="private",
+        owner="olga",
+        members=["yuri"],
+    )
+    assert (await log.append(created, room_check=RoomCheck.NEW)).seq == 1
+    assert await redis_client.smembers(keys.roster("vault")) == {b"olga", b"yuri"}
+    assert await redis_client.hget(keys.kinds(keys.room_shard("vault")), "vault") == b"private"
+
+    def msg(user: str) -> Envelope:
+        return event(EventKind.MESSAGE, "vault", user, text="x", client_id=new_event_id())
+
+    def joined(user: str) -> Envelope:
+        return event(EventKind.MEMBER_JOINED, "vault", user, by=user)
+
+    def left(user: str) -> Envelope:
+        return event(EventKind.MEMBER_LEFT, "vault", user, by="olga")
+
+    assert (await log.append(msg("yuri"), access=Access.MEMBER)).seq == 2
+    assert (await log.append(msg("eve"), access=Access.MEMBER)).status == AppendStatus.FORBIDDEN
+    # A private room: a join is refused, a grant (the rooms API authorized it) appends.
+    assert (await log.append(joined("eve"), access=Access.JOIN)).status == AppendStatus.FORBIDDEN
+    assert (await log.append(joined("yuri"), access=Access.JOIN)).status == AppendStatus.MEMBER
+    assert (await log.append(joined("eve"), access=Access.GRANT)).seq == 3
+    assert (await log.append(joined("eve"), access=Access.GRANT)).status == AppendStatus.MEMBER
+    # Removal: the next check in the same instant sees it; leaving twice appends once.
+    assert (await log.append(left("yuri"), access=Access.LEAVE)).seq == 4
+    assert (await log.append(left("yuri"), access=Access.LEAVE)).status == AppendStatus.NOT_MEMBER
+    assert (await log.append(msg("yuri"), access=Access.MEMBER)).status == AppendStatus.FORBIDDEN
+    assert (await log.append(joined("yuri"), access=Access.JOIN)).status == AppendStatus.FORBIDDEN
+    # Refusals appended nothing.
+    assert int(await redis_client.hget(keys.seq(keys.room_shard("vault")), "vault")) == 4
+    assert await redis_client.smembers(keys.roster("vault")) == {b"olga", b"eve"}
+    # A public room: joining by oneself appends member_joined once.
+    await create(log, "plaza")
+    pub = event(EventKind.MEMBER_JOINED, "plaza", "eve", by="eve")
+    assert (await log.append(pub, access=Access.JOIN)).seq == 2
+    assert (await log.append(pub, access=Access.JOIN)).status == AppendStatus.MEMBER
+
+
+async def test_seed_roster_of_a_room_from_before_rosters(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    """A room without a roster answers `unseeded`; seeding from a projection snapshot at seq S
+    adds the membership events after S from the recent buffer, once."""
+    keys = StreamKeys(namespace=namespace)
+    log = EventLog(redis_client, keys)
+    created = event(
+        EventKind.ROOM_CREATED,
+        "old",
+        "olga",
+        name="o",
+        kind="private",
+        owner="olga",
+        members=["yuri"],
+    )
+    await log.append(created, room_check=RoomCheck.NEW)
+    await log.append(event(EventKind.MEMBER_JOINED, "old", "ann", by="olga"))  # seq 2
+    await log.append(event(EventKind.MEMBER_LEFT, "old", "yuri", by="olga"))  # seq 3
+    await log.append(event(EventKind.MESSAGE, "old", "ann", text="x", client_id="1"))  # 4
+    # Before rosters: no kinds entry, no roster.
+    await redis_client.hdel(keys.kinds(keys.room_shard("old")), "old")
+    await redis_client.delete(keys.roster("old"))
+    send = event(EventKind.MESSAGE, "old", "ann", text="y", client_id="2")
+    assert (await log.append(send, access=Access.MEMBER)).status == AppendStatus.UNSEEDED
+    assert await log.access("old", "ann") == (True, None, False)
+    # The projection had applied up to seq 1 (olga, yuri); events 2..4 come from the buffer.
+    assert await log.seed_roster("old", "private", 1, ["olga", "yuri"]) == "ok"
+    assert await redis_client.smembers(keys.roster("old")) == {b"olga", b"ann"}
+    assert await log.seed_roster("old", "private", 1, ["olga", "yuri", "eve"]) == "seeded"
+    assert await log.access("old", "ann") == (True, "private", True)
+    assert (await log.append(send, access=Access.MEMBER)).seq == 5
+    # A snapshot older than the recent buffer is stale.
+    await redis_client.hdel(keys.kinds(keys.room_shard("old")), "old")
+    await redis_client.xtrim(keys.recent("old"), minid="4-0", approximate=False)
+    assert await log.seed_roster("old", "private", 1, ["olga", "yuri"]) == "stale"
+    assert await log.seed_roster("old", "private", 3, ["olga", "ann"]) == "ok"
+    assert await log.seed_roster("ghost", "public", 0, []) == "no_room"
+
+
+async def test_deleted_message_is_final(redis_client: aioredis.Redis, namespace: str) -> None:
+    keys = StreamKeys(namespace=namespace)
+    log = EventLog(redis_client, keys)
+    await create(log, "del")
+    msg = await log.append(event(EventKind.MESSAGE, "del", "ann", text="v1", client_id="m"))
+    assert msg.seq == 2
+    delete = event(EventKind.MESSAGE_DELETED, "del", "ann", target_seq=2)
+    assert (await log.append(delete, owner_check=OwnerCheck(2, "ann"))).seq == 3
+    edit = event(EventKind.MESSAGE_EDITED, "del", "ann", target_seq=2, text="v2")
+    for env in (edit, delete):
+        # With the owner check, and without it (the gateway's path after asking history).
+        assert (await log.append(env, owner_check=OwnerCheck(2, "ann"))).status == "deleted"
+        assert (await log.append(env)).status == AppendStatus.DELETED
+    assert int(await redis_client.hget(keys.seq(keys.room_shard("del")), "del")) == 3
+
+
+async def test_client_id_is_unique_per_user_across_rooms(
+    redis_client: aioredis.Redis, namespace: str
+) -> None:
+    keys = StreamKeys(namespace=namespace)
+    log = EventLog(redis_client, keys)
+    await create(log, "one")
+    await create(log, "two")
+
+    def send(room: str, user: str = "ann") -> Envelope:
+        return event(EventKind.MESSAGE, room, user, text="hi", client_id="c1")
+
+    first = await log.append(send("one"), dedupe_id="c1")
+    again = await log.append(send("two"), dedupe_id="c1")
+    assert first.status == AppendStatus.OK and first.room == "one"
+    assert again.status == AppendStatus.DUPLICATE and again.ok
+    assert (again.room, again.seq, again.event_id) == ("one", first.seq, first.event_id)
+    assert int(await redis_client.hget(keys.seq(keys.room_shard("two")), "two")) == 1
+    assert 0 < await redis_client.ttl(keys.client_id("ann", "c1")) <= log.dedupe_ttl_s
+    # Bound to a room whose append never happened (a lost connection): another room is refused,
+    # the bound room still takes the retry.
+    await redis_client.set(keys.client_id("ann", "c2"), "one")
+    lost = event(EventKind.MESSAGE, "two", "ann", text="x", client_id="c2")
+    assert (await log.append(lost, dedupe_id="c2")).status == AppendStatus.ID_IN_USE
+    retry = event(EventKind.MESSAGE, "one", "ann", text="x", client_id="c2")
+    assert (await log.append(retry, dedupe_id="c2")).seq == 3
+    # A refused send frees its id.
+    ghost = event(EventKind.MESSAGE, "ghost", "ann", text="x", client_id="c3")
+    refused = await log.append(ghost, room_check=RoomCheck.EXISTS, dedupe_id="c3")
+    assert refused.status == AppendStatus.NO_ROOM
+    assert await redis_client.exists(keys.client_id("ann", "c3")) == 0

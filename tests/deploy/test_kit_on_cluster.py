@@ -97,10 +97,11 @@ async def test_append_script_on_cluster(client: AnyRedis, settings: CommonSettin
         assert again.status is AppendStatus.ROOM_EXISTS
 
     async def send(room: str, n: int) -> int | None:
+        # Client ids are unique per user (across rooms): one id per room and message.
         res = await log.append(
-            _event(EventKind.MESSAGE, room, "ann", text=f"m{n}", client_id=f"c{n}"),
+            _event(EventKind.MESSAGE, room, "ann", text=f"m{n}", client_id=f"{room}-c{n}"),
             room_check=RoomCheck.EXISTS,
-            dedupe_id=f"c{n}",
+            dedupe_id=f"{room}-c{n}",
         )
         assert res.status is AppendStatus.OK
         return res.seq
@@ -112,9 +113,9 @@ async def test_append_script_on_cluster(client: AnyRedis, settings: CommonSettin
 
     room = rooms[0]
     dup = await log.append(
-        _event(EventKind.MESSAGE, room, "ann", text="m3", client_id="c3"),
+        _event(EventKind.MESSAGE, room, "ann", text="m3", client_id=f"{room}-c3"),
         room_check=RoomCheck.EXISTS,
-        dedupe_id="c3",
+        dedupe_id=f"{room}-c3",
     )
     assert dup.status is AppendStatus.DUPLICATE
     assert dup.seq in seqs[:10]

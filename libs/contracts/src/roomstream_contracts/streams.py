@@ -12,6 +12,10 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:seq:{N}` | hash | append script | room → last seq (a room exists once it has a seq) |
 | `rs:recent:{N}:ROOM` | stream | append script | the room's recent sequenced events, entry id `SEQ-0` |
 | `rs:dedupe:{N}:ROOM:USER:CID` | string | append script | ack of an idempotent send, with a TTL |
+| `rs:client-id:{U}:USER:CID` | string | producer (`eventlog`) | the room a user's client id is bound to (per-user dedupe), TTL; `U` = the user's shard |
+| `rs:kinds:{N}` | hash | append script (`room_created`), seed script | room → `public` / `private`: membership authority is seeded |
+| `rs:roster:{N}:ROOM` | set | append script (`room_created`, `member_joined`, `member_left`), seed script | the room's members: the membership authority |
+| `rs:deleted:{N}:ROOM` | set | append script (`message_deleted`) | seqs of the room's deleted messages |
 | `rs:room:{N}:ROOM` | hash | rooms service | room record read model |
 | `rs:members:{N}:ROOM` | set | rooms service | members read model |
 | `rs:presence:{N}:ROOM` | hash | rooms service | online member → connection count |
@@ -83,6 +87,23 @@ class StreamKeys:
     def dedupe(self, room: str, user: str, client_id: str) -> str:
         return f"{self.namespace}:dedupe:{{{self.room_shard(room)}}}:{room}:{user}:{client_id}"
 
+    def client_id(self, user: str, client_id: str) -> str:
+        """String: the room a user's client message id is bound to (dedupe is per user)."""
+        return f"{self.namespace}:client-id:{{{self.user_shard(user)}}}:{user}:{client_id}"
+
+    # -- membership authority (append script, seed script)
+    def kinds(self, shard: int) -> str:
+        """Hash room → kind; a room with an entry has a seeded membership authority."""
+        return f"{self.namespace}:kinds:{{{shard}}}"
+
+    def roster(self, room: str) -> str:
+        """Set: the room's members as the append script decides them (the authority)."""
+        return f"{self.namespace}:roster:{{{self.room_shard(room)}}}:{room}"
+
+    def deleted(self, room: str) -> str:
+        """Set: seqs of the room's messages that were deleted (no edit / delete after that)."""
+        return f"{self.namespace}:deleted:{{{self.room_shard(room)}}}:{room}"
+
     # -- read models (rooms service)
     def room(self, room: str) -> str:
         return f"{self.namespace}:room:{{{self.room_shard(room)}}}:{room}"
@@ -122,28 +143,48 @@ class StreamKeys:
 
 APPEND_SCRIPT = """
 -- roomstream append: one atomic step that checks, sequences and appends one event.
--- KEYS: 1 shard log, 2 shard seq hash, 3 room recent stream, 4 dedupe key (all one hash tag)
+-- KEYS: 1 shard log, 2 shard seq hash, 3 room recent stream, 4 dedupe key, 5 shard kinds hash,
+--       6 room roster set, 7 room deleted set (all one hash tag)
 -- ARGV: 1 room ('' none), 2 kind, 3 envelope JSON minus its leading '{', 4 'seq' | 'live',
 --       5 room check '' | 'exists' | 'new', 6 dedupe TTL s ('' none), 7 recent maxlen,
---       8 event id, 9 owner-check target seq ('' none), 10 owner-check user
+--       8 event id, 9 target seq of an edit / delete ('' none), 10 owner-check user ('' none),
+--       11 access check '' | 'member' | 'join' | 'grant' | 'leave', 12 the event's user,
+--       13 room kind (room_created), 14.. members (room_created)
 -- Returns {status, ack, stream id}; ack is 'SEQ EVENTID' for sequenced appends.
 local room = ARGV[1]
+local kind = ARGV[2]
+local access = ARGV[11]
+local actor = ARGV[12]
 if ARGV[6] ~= '' then
   local prior = redis.call('GET', KEYS[4])
   if prior then return {'duplicate', prior, ''} end
 end
-if ARGV[5] == 'exists' and redis.call('HEXISTS', KEYS[2], room) == 0 then
-  return {'no_room', '', ''}
-end
-if ARGV[5] == 'new' and redis.call('HEXISTS', KEYS[2], room) == 1 then
-  return {'room_exists', '', ''}
+local exists = room ~= '' and redis.call('HEXISTS', KEYS[2], room) == 1
+if ARGV[5] == 'exists' and not exists then return {'no_room', '', ''} end
+if ARGV[5] == 'new' and exists then return {'room_exists', '', ''} end
+-- Membership authority: the roster, changed only here, in the same step as the events.
+if access ~= '' and exists then
+  local rkind = redis.call('HGET', KEYS[5], room)
+  if not rkind then return {'unseeded', '', ''} end
+  local member = redis.call('SISMEMBER', KEYS[6], actor) == 1
+  if access == 'member' then
+    if not member then return {'forbidden', '', ''} end
+  elseif access == 'join' or access == 'grant' then
+    if member then return {'member', '', ''} end
+    if access == 'join' and rkind == 'private' then return {'forbidden', '', ''} end
+  elseif access == 'leave' then
+    if not member then return {'not_member', '', ''} end
+  end
 end
 if ARGV[9] ~= '' then
-  local found = redis.call('XRANGE', KEYS[3], ARGV[9] .. '-0', ARGV[9] .. '-0')
-  if #found == 0 then return {'unknown_target', '', ''} end
-  local target = cjson.decode(found[1][2][2])
-  if target['kind'] ~= 'message' then return {'not_message', '', ''} end
-  if target['user'] ~= ARGV[10] then return {'not_owner', '', ''} end
+  if redis.call('SISMEMBER', KEYS[7], ARGV[9]) == 1 then return {'deleted', '', ''} end
+  if ARGV[10] ~= '' then
+    local found = redis.call('XRANGE', KEYS[3], ARGV[9] .. '-0', ARGV[9] .. '-0')
+    if #found == 0 then return {'unknown_target', '', ''} end
+    local target = cjson.decode(found[1][2][2])
+    if target['kind'] ~= 'message' then return {'not_message', '', ''} end
+    if target['user'] ~= ARGV[10] then return {'not_owner', '', ''} end
+  end
 end
 local seq = ''
 local body
@@ -153,11 +194,64 @@ if ARGV[4] == 'seq' then
 else
   body = '{' .. ARGV[3]
 end
-local xid = redis.call('XADD', KEYS[1], '*', 'r', room, 'k', ARGV[2], 'e', body)
+local xid = redis.call('XADD', KEYS[1], '*', 'r', room, 'k', kind, 'e', body)
+if room ~= '' then
+  if kind == 'room_created' then
+    redis.call('HSET', KEYS[5], room, ARGV[13])
+    for i = 14, #ARGV do redis.call('SADD', KEYS[6], ARGV[i]) end
+  elseif kind == 'member_joined' then
+    redis.call('SADD', KEYS[6], actor)
+  elseif kind == 'member_left' then
+    redis.call('SREM', KEYS[6], actor)
+  elseif kind == 'message_deleted' and ARGV[9] ~= '' then
+    redis.call('SADD', KEYS[7], ARGV[9])
+  end
+end
 if seq == '' then return {'ok', '', xid} end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], seq .. '-0', 'e', body)
 local ack = seq .. ' ' .. ARGV[8]
 if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ack, 'EX', ARGV[6]) end
 return {'ok', ack, xid}
 """
-"""The one atomic append (see module docstring). Called through `roomstream_kit.eventlog`."""
+"""The one atomic append (see module docstring). Called through `roomstream_kit.eventlog`.
+
+Membership authority: every `room_created` / `member_joined` / `member_left` changes the room's
+roster in the same step as its append, and the access checks (`member`: the event's user must be
+a member; `join`: add unless a member, refused for private rooms; `grant`: add unless a member;
+`leave`: remove if a member) read that roster, so no decision rests on a projection that is
+updated later. A room that exists but has no `kinds` entry predates the roster: `unseeded`
+(the rooms service seeds it with `SEED_ROSTER_SCRIPT`, docs/architecture.md)."""
+
+SEED_ROSTER_SCRIPT = """
+-- Seed a room's membership authority (kind + roster) from the rooms projection, once.
+-- KEYS: 1 shard seq hash, 2 shard kinds hash, 3 room roster set, 4 room recent stream
+-- ARGV: 1 room, 2 room kind, 3 the projection's applied seq S, 4.. its members at S
+-- The membership events after S (appended meanwhile) are taken from the recent buffer; when it
+-- no longer holds all of them the answer is 'stale' (retry once the projection caught up).
+local room = ARGV[1]
+if redis.call('HEXISTS', KEYS[2], room) == 1 then return 'seeded' end
+local current = tonumber(redis.call('HGET', KEYS[1], room))
+if not current then return 'no_room' end
+local applied = tonumber(ARGV[3])
+local members = {}
+for i = 4, #ARGV do members[ARGV[i]] = true end
+if current > applied then
+  local later = redis.call('XRANGE', KEYS[4], (applied + 1) .. '-0', current .. '-0')
+  if #later ~= current - applied then return 'stale' end
+  for _, entry in ipairs(later) do
+    local body = entry[2][2]
+    if string.find(body, '"member_', 1, true) then
+      local ev = cjson.decode(body)
+      if ev['kind'] == 'member_joined' and ev['user'] then members[ev['user']] = true
+      elseif ev['kind'] == 'member_left' and ev['user'] then members[ev['user']] = nil end
+    end
+  end
+elseif current < applied then
+  return 'stale'
+end
+redis.call('DEL', KEYS[3])
+for user, _ in pairs(members) do redis.call('SADD', KEYS[3], user) end
+redis.call('HSET', KEYS[2], room, ARGV[2])
+return 'ok'
+"""
+"""Seeds the membership authority of a room created before it existed (rooms service)."""

@@ -57,7 +57,9 @@ class Gateway:
         self.tail_redis: Any
         if supported(settings.redis_url, settings.redis_cluster):
             self.pipe = AppendPipe(settings.redis_url)
-            self.eventlog = EventLog.from_settings(self.redis, settings, PipedScript(self.pipe))
+            self.eventlog = EventLog.from_settings(
+                self.redis, settings, PipedScript(self.pipe), self.pipe.command
+            )
             self.tail_redis = PipedTailRedis(self.redis, settings.redis_url)
         else:
             self.eventlog = EventLog.from_settings(self.redis, settings)
@@ -291,8 +293,22 @@ class Gateway:
         if rooms:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for room in rooms:
-                    pipe.hget(self.keys.seq(self.keys.room_shard(room)), room)
-                seqs = await pipe.execute()
+                    shard = self.keys.room_shard(room)
+                    pipe.hget(self.keys.seq(shard), room)
+                    pipe.hexists(self.keys.kinds(shard), room)
+                    pipe.sismember(self.keys.roster(room), session.user)
+                replies = await pipe.execute()
+            # The user's rooms come from a read model the projection updates later: a room whose
+            # roster (the membership authority) no longer has the user is not subscribed.
+            kept = []
+            for i, room in enumerate(rooms):
+                seq, seeded, member = replies[3 * i : 3 * i + 3]
+                if seeded and not member:
+                    self.hub.unsubscribe(session, room)
+                    continue
+                kept.append(room)
+                seqs.append(seq)
+            rooms = kept
         positions = {room: int(s or 0) for room, s in zip(rooms, seqs, strict=True)}
         for room, seq in positions.items():
             if room in session.rooms:

@@ -35,7 +35,14 @@ from roomstream_contracts.frames import (
     TypingCommand,
 )
 from roomstream_contracts.ids import new_event_id, now_ms
-from roomstream_kit.eventlog import AppendResult, AppendStatus, EventLog, OwnerCheck, RoomCheck
+from roomstream_kit.eventlog import (
+    Access,
+    AppendResult,
+    AppendStatus,
+    EventLog,
+    OwnerCheck,
+    RoomCheck,
+)
 from roomstream_kit.redis import AnyRedis, redis_unavailable
 from roomstream_kit.redis import text as redis_text
 from roomstream_kit.telemetry import inject_context, tracer
@@ -177,8 +184,40 @@ class Commands:
         self.metrics.redis_latency.record(time.perf_counter() - start)
         return result
 
-    def _member(self, session: Session, room: str, ref: str | None) -> None:
-        if room not in session.rooms:
+    async def append_checked(
+        self, envelope: Envelope, ref: str | None, **options: Any
+    ) -> AppendResult:
+        """Append with a membership check (`access=`); a room whose membership authority is not
+        seeded yet (created before it existed) is seeded by the rooms API, then retried once."""
+        result = await self.append(envelope, **options)
+        if result.status == AppendStatus.UNSEEDED:
+            await self._seed(envelope.room or "", ref)
+            result = await self.append(envelope, **options)
+        if result.status == AppendStatus.UNSEEDED:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "room membership is being set up", ref)
+        if result.status == AppendStatus.NO_ROOM:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {envelope.room!r}", ref)
+        if result.status == AppendStatus.FORBIDDEN:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of room {envelope.room!r}", ref)
+        return result
+
+    async def _seed(self, room: str, ref: str | None) -> None:
+        """`GET /rooms/{room}` seeds the room's roster from the rooms projection."""
+        if await self.upstream.room(room) is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+
+    async def _member(self, session: Session, room: str, ref: str | None) -> None:
+        """Reads (history, presence) need membership per the roster (the authority the append
+        script keeps), never per a read model that the projection updates later."""
+        exists, kind, member = await self.log.access(room, session.user)
+        if exists and kind is None:
+            await self._seed(room, ref)
+            exists, kind, member = await self.log.access(room, session.user)
+        if not exists:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        if kind is None:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "room membership is being set up", ref)
+        if not member:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"not a member of room {room!r}", ref)
 
     # -- commands ------------------------------------------------------------------------------
@@ -188,7 +227,6 @@ class Commands:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE, f"text over {self.settings.max_text_chars} characters", cmd.ref
             )
-        self._member(session, cmd.room, cmd.ref)
         with self.tracer.start_as_current_span("gateway.send"):
             env = self.envelope(
                 session,
@@ -196,11 +234,20 @@ class Commands:
                 cmd.room,
                 MessageData(text=cmd.text, client_id=cmd.id).model_dump(),
             )
-            result = await self.append(env, room_check=RoomCheck.EXISTS, dedupe_id=cmd.id)
-        if result.status == AppendStatus.NO_ROOM:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {cmd.room!r}", cmd.ref)
+            result = await self.append_checked(
+                env, cmd.ref, room_check=RoomCheck.EXISTS, dedupe_id=cmd.id, access=Access.MEMBER
+            )
+        if result.status == AppendStatus.ID_IN_USE:
+            raise ProtocolError(
+                ErrorCode.BAD_REQUEST,
+                f"id {cmd.id!r} is already used by a send to room {result.room!r} that has not "
+                "succeeded; retry it there, or use a new id",
+                cmd.ref,
+            )
+        # A repeated id answers with the original ack, also when it was another room's.
+        room = result.room or cmd.room
         self.reply(
-            session, frame("ack", ref=cmd.ref, room=cmd.room, seq=result.seq, id=result.event_id)
+            session, frame("ack", ref=cmd.ref, room=room, seq=result.seq, id=result.event_id)
         )
 
     async def edit(self, session: Session, cmd: EditCommand) -> None:
@@ -237,12 +284,15 @@ class Commands:
         data: dict[str, Any],
     ) -> None:
         """Edit or delete: the target must be a message by this user."""
-        self._member(session, room, ref)
         span = "gateway.edit" if kind == EventKind.MESSAGE_EDITED else "gateway.delete"
         with self.tracer.start_as_current_span(span):
             env = self.envelope(session, kind, room, data)
-            result = await self.append(
-                env, room_check=RoomCheck.EXISTS, owner_check=OwnerCheck(target, session.user)
+            result = await self.append_checked(
+                env,
+                ref,
+                room_check=RoomCheck.EXISTS,
+                owner_check=OwnerCheck(target, session.user),
+                access=Access.MEMBER,
             )
             if result.status == AppendStatus.UNKNOWN_TARGET:
                 # The target left the recent buffer: check it against history, then append.
@@ -252,15 +302,17 @@ class Commands:
                     raise ProtocolError(ErrorCode.NOT_FOUND, f"no event {target} in {room!r}", ref)
                 if found.get("kind") != EventKind.MESSAGE or found.get("user") != session.user:
                     raise ProtocolError(ErrorCode.FORBIDDEN, "not your message", ref)
-                result = await self.append(env, room_check=RoomCheck.EXISTS)
+                result = await self.append_checked(
+                    env, ref, room_check=RoomCheck.EXISTS, access=Access.MEMBER
+                )
         if result.status in (AppendStatus.NOT_OWNER, AppendStatus.NOT_MESSAGE):
             raise ProtocolError(ErrorCode.FORBIDDEN, "not your message", ref)
-        if result.status == AppendStatus.NO_ROOM:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        if result.status == AppendStatus.DELETED:
+            # Deleted is final: no edit (its text would go out live) and no second delete.
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"message {target} was deleted", ref)
         self.reply(session, frame("ack", ref=ref, room=room, seq=result.seq, id=result.event_id))
 
     async def typing(self, session: Session, cmd: TypingCommand) -> None:
-        self._member(session, cmd.room, cmd.ref)
         now = time.monotonic()
         if session.typing_at is None:
             session.typing_at = {}
@@ -269,55 +321,51 @@ class Commands:
             return  # silently dropped: typing is a hint
         session.typing_at[cmd.room] = now
         with self.tracer.start_as_current_span("gateway.typing"):
-            await self.append(self.envelope(session, EventKind.TYPING, cmd.room, {}))
+            env = self.envelope(session, EventKind.TYPING, cmd.room, {})
+            await self.append_checked(
+                env, cmd.ref, room_check=RoomCheck.EXISTS, access=Access.MEMBER
+            )
 
     async def ping(self, session: Session, cmd: PingCommand) -> None:
         self.reply(session, frame("pong", ref=cmd.ref))
 
     async def presence(self, session: Session, cmd: PresenceCommand) -> None:
-        self._member(session, cmd.room, cmd.ref)
+        await self._member(session, cmd.room, cmd.ref)
         raw = await self.redis.hgetall(self.keys.presence(cmd.room))
         counts = sorted((redis_text(k), int(v)) for k, v in raw.items() if int(v) > 0)
         users = [{"user": user, "connections": n} for user, n in counts]
         self.reply(session, frame("presence", ref=cmd.ref, room=cmd.room, users=users))
 
     async def history(self, session: Session, cmd: HistoryCommand) -> None:
-        self._member(session, cmd.room, cmd.ref)
+        await self._member(session, cmd.room, cmd.ref)
         events, more = await self.upstream.messages(cmd.room, before=cmd.before, limit=cmd.limit)
         self.reply(session, frame("history", ref=cmd.ref, room=cmd.room, events=events, more=more))
 
     async def leave(self, session: Session, cmd: LeaveCommand) -> None:
         seq = None
-        if cmd.room in session.rooms or await self._is_member(cmd.room, session.user):
-            with self.tracer.start_as_current_span("gateway.leave"):
-                data = MemberLeftData(by=session.user).model_dump()
-                env = self.envelope(session, EventKind.MEMBER_LEFT, cmd.room, data)
-                result = await self.append(env, room_check=RoomCheck.EXISTS)
-            seq = result.seq
+        with self.tracer.start_as_current_span("gateway.leave"):
+            data = MemberLeftData(by=session.user).model_dump()
+            env = self.envelope(session, EventKind.MEMBER_LEFT, cmd.room, data)
+            try:
+                # Appended only if the roster has the user (`not_member`: nothing to leave).
+                result = await self.append_checked(
+                    env, cmd.ref, room_check=RoomCheck.EXISTS, access=Access.LEAVE
+                )
+                seq = result.seq
+            except ProtocolError as exc:
+                if exc.code != ErrorCode.NOT_FOUND:
+                    raise
         self.hub.unsubscribe(session, cmd.room)
         self.reply(session, frame("ack", ref=cmd.ref, room=cmd.room, seq=seq))
 
-    async def _is_member(self, room: str, user: str) -> bool:
-        return bool(await self.redis.sismember(self.keys.members(room), user))
-
-    async def _room_record(self, room: str, ref: str | None) -> dict[str, str]:
-        """The room's record: Redis read model first, then the rooms API; not_found if none."""
-        raw = await self.redis.hgetall(self.keys.room(room))
-        if raw:
-            return {redis_text(k): redis_text(v) for k, v in raw.items()}
-        exists = await self.redis.hexists(self.keys.seq(self.keys.room_shard(room)), room)
-        if not exists:  # a room exists once it has a seq (room_created is seq 1)
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
-        record = await self.upstream.room(room)
-        if record is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
-        return {k: str(v) for k, v in record.items()}
-
     async def join(self, session: Session, cmd: JoinCommand) -> None:
         room, ref = cmd.room, cmd.ref
-        record = await self._room_record(room, ref)
-        member = room in session.rooms or await self._is_member(room, session.user)
-        if not member and record.get("kind") == "private":
+        # Refuse the plain cases before holding anything (a read of the roster, the authority);
+        # the append below decides again, atomically, should the roster change meanwhile.
+        exists, kind, member = await self.log.access(room, session.user)
+        if not exists:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+        if kind == "private" and not member:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"room {room!r} is private", ref)
         # Subscribe first and hold the room's live frames, so nothing falls between the seq
         # (and replay) read below and live delivery. A socket that already receives the room
@@ -327,17 +375,17 @@ class Commands:
         if base is None:
             self.hub.subscribe(session, room)
         try:
-            if not member:
-                with self.tracer.start_as_current_span("gateway.join"):
-                    env = self.envelope(
-                        session,
-                        EventKind.MEMBER_JOINED,
-                        room,
-                        MemberJoinedData(by=session.user).model_dump(),
-                    )
-                    result = await self.append(env, room_check=RoomCheck.EXISTS)
-                if result.status == AppendStatus.NO_ROOM:
-                    raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
+            # The roster decides, atomically with the append: a member joins without an event
+            # (`member`), a non-member of a public room gets `member_joined`, a non-member of a
+            # private room is refused (membership is granted through the rooms API only).
+            with self.tracer.start_as_current_span("gateway.join"):
+                env = self.envelope(
+                    session,
+                    EventKind.MEMBER_JOINED,
+                    room,
+                    MemberJoinedData(by=session.user).model_dump(),
+                )
+                await self.append_checked(env, ref, room_check=RoomCheck.EXISTS, access=Access.JOIN)
             current = int(
                 await self.redis.hget(self.keys.seq(self.keys.room_shard(room)), room) or 0
             )

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 _DELIVERED = frozenset(k.value.encode() for k in DELIVERED_KINDS)
 _JOINED = EventKind.MEMBER_JOINED.value.encode()
 _LEFT = EventKind.MEMBER_LEFT.value.encode()
+_CREATED = EventKind.ROOM_CREATED.value.encode()
 
 Wire = tuple[bytes, bytes]
 """(JSON payload, serialized WebSocket text frame) of one server frame."""
@@ -131,6 +132,10 @@ class Hub:
                 if kind == _JOINED:
                     envelope = orjson.loads(fields[FIELD_EVENT])
                     self._member_joined(room, envelope.get("user"), envelope.get("seq") or 1)
+                elif kind == _CREATED:
+                    envelope = orjson.loads(fields[FIELD_EVENT])
+                    for user in _created_members(envelope):
+                        self._member_joined(room, user, envelope.get("seq") or 1)
                 subs = rooms.get(room)
                 if not subs:
                     continue
@@ -175,3 +180,14 @@ class Hub:
                 if s.held is not None:  # a welcome / join reply is pending: keep the order
                     s.hold(room)
                 self.subscribe(s, room, seq - 1)
+
+
+def _created_members(envelope: dict[str, object]) -> list[str]:
+    """Owner and members of a `room_created` envelope: like `member_joined` for each of them, the
+    room reaches their open sockets from this event on (a room created through the rooms API)."""
+    data = envelope.get("data")
+    if not isinstance(data, dict):
+        return []
+    members = data.get("members")
+    users = [data.get("owner"), *(members if isinstance(members, list) else [])]
+    return [u for u in dict.fromkeys(users) if isinstance(u, str) and u]

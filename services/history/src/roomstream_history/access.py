@@ -1,7 +1,9 @@
 """Who may read a room's history: the room must exist; private rooms are for members only.
 
-Membership comes from the rooms service's Redis read model; when that is missing, from the rooms
-API; when that is unreachable, from the membership events history itself stored.
+Membership comes from the append script's roster (the membership authority, docs/architecture.md);
+for a room created before rosters existed, from the rooms service's Redis read model; when that is
+missing, from the rooms API; when that is unreachable, from the membership events history itself
+stored.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import httpx
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.streams import StreamKeys
 from roomstream_contracts.tokens import TokenClaims
+from roomstream_kit.eventlog import room_access
 from roomstream_kit.redis import AnyRedis
 
 from .model import members_from_events
@@ -52,6 +55,9 @@ class Access:
             raise ProtocolError(ErrorCode.FORBIDDEN, "members only: this room is private")
 
     async def is_allowed(self, room: str, user: str) -> bool:
+        _, seeded, member = await room_access(self.redis, self.keys, room, user)
+        if seeded is not None:  # the authority, never a read model updated later
+            return seeded != "private" or member
         kind: Any = await self.redis.hget(self.keys.room(room), "kind")
         if kind is not None:
             if kind not in (b"private", "private"):

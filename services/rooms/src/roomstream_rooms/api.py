@@ -16,18 +16,18 @@ from typing import Any, Literal
 import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from roomstream_contracts.errors import ErrorCode
-from roomstream_contracts.events import EventKind
+from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import RoomId, UserId, is_room_id
 from roomstream_contracts.tokens import TokenClaims
 from roomstream_kit.auth import TokenVerifier
-from roomstream_kit.eventlog import AppendStatus, EventLog, RoomCheck
+from roomstream_kit.eventlog import Access, AppendResult, AppendStatus, EventLog, RoomCheck
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
 from roomstream_kit.telemetry import inject_context, tracer
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from . import store
+from . import roster, store
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
 from .projection import membership_envelope, room_created_envelope
@@ -131,8 +131,32 @@ class RoomsApi:
             return (await store.last_seqs(conn, [room])).get(room, 0)
 
     async def _is_member(self, room: str, user: str) -> bool:
-        """Membership; only call after `_room` (whose hash vouches for the members set)."""
-        return await self.rm.is_member(room, user)
+        """Membership per the roster (the authority the append script keeps); for a room that
+        predates the roster and cannot be seeded yet, the read model (call after `_room`)."""
+        exists, kind, member = await self.eventlog.access(room, user)
+        if exists and kind is None and await self._seed(room):
+            exists, kind, member = await self.eventlog.access(room, user)
+        if kind is None:
+            return await self.rm.is_member(room, user)
+        return member
+
+    async def _seed(self, room: str) -> bool:
+        """Seed the room's roster if it has none; whether it has one now."""
+        with self.metrics.timed_postgres():
+            answer = await roster.seed_room(self.pool, self.eventlog, room)
+        return answer in ("ok", "seeded")
+
+    async def _append_membership(self, env: Envelope, access: Access) -> AppendResult:
+        """Append a membership event checked against the roster; a room that predates the roster
+        is seeded first (`unseeded`), then the append is retried."""
+        result = await self.eventlog.append(env, room_check=RoomCheck.EXISTS, access=access)
+        if result.status == AppendStatus.UNSEEDED:
+            if not await self._seed(env.room or ""):
+                raise ApiError(ErrorCode.UNAVAILABLE, "room membership is being set up; retry")
+            result = await self.eventlog.append(env, room_check=RoomCheck.EXISTS, access=access)
+        if result.status == AppendStatus.UNSEEDED:
+            raise ApiError(ErrorCode.UNAVAILABLE, "room membership is being set up; retry")
+        return result
 
     async def _require_reader(self, claims: TokenClaims, room: Room) -> None:
         if (
@@ -189,6 +213,10 @@ class RoomsApi:
         claims = authenticate(request, self.verifier)
         room = await self._room(_room_param(request))
         await self._require_reader(claims, room)
+        # Gateways ask here for a room whose roster is missing (created before rosters existed).
+        exists, kind, _ = await self.eventlog.access(room.id, claims.sub)
+        if exists and kind is None:
+            await self._seed(room.id)
         return JSONResponse(
             {
                 "id": room.id,
@@ -223,13 +251,17 @@ class RoomsApi:
                 if room.kind == "private"
                 else "only the owner adds others to a room; a user may add itself",
             )
-        if await self._is_member(room.id, user):
-            return JSONResponse({"room": room.id, "user": user, "seq": await self._seq(room.id)})
         with _tracer.start_as_current_span("rooms.add_member", attributes={"room": room.id}):
             env = membership_envelope(
                 EventKind.MEMBER_JOINED, room.id, user, claims.sub, inject_context()
             )
-            result = await self.eventlog.append(env, room_check=RoomCheck.EXISTS)
+            # The roster decides atomically: `member` (already one) appends nothing.
+            result = await self._append_membership(env, Access.GRANT)
+        if result.status == AppendStatus.MEMBER:
+            # Read-your-write as for an append: the join that made it a member is applied.
+            seq = await self._seq(room.id)
+            await self._wait_applied(room.id, seq)
+            return JSONResponse({"room": room.id, "user": user, "seq": seq})
         if result.status == AppendStatus.NO_ROOM or result.seq is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no room {room.id!r}")
         await self._wait_applied(room.id, result.seq)
@@ -243,13 +275,17 @@ class RoomsApi:
             raise ApiError(
                 ErrorCode.FORBIDDEN, "only the owner, a service or the member itself removes"
             )
-        if not await self._is_member(room.id, user):
-            return Response(status_code=204)
         with _tracer.start_as_current_span("rooms.remove_member", attributes={"room": room.id}):
             env = membership_envelope(
                 EventKind.MEMBER_LEFT, room.id, user, claims.sub, inject_context()
             )
-            result = await self.eventlog.append(env, room_check=RoomCheck.EXISTS)
+            # The roster decides atomically: `not_member` appends nothing.
+            result = await self._append_membership(env, Access.LEAVE)
+        if result.status == AppendStatus.NOT_MEMBER:
+            # Read-your-write: the leave that ended the membership (maybe through a gateway, a
+            # moment ago) is applied before the 204, so the member list no longer shows it.
+            await self._wait_applied(room.id, await self._seq(room.id))
+            return Response(status_code=204)
         if result.status == AppendStatus.NO_ROOM or result.seq is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no room {room.id!r}")
         await self._wait_applied(room.id, result.seq)

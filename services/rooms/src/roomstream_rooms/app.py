@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 
+from . import roster
 from .api import RoomsApi
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
@@ -161,12 +162,21 @@ def create_app(settings: RoomsSettings) -> Starlette:
                 await asyncio.sleep(settings.lag_interval_s)
 
         lag_task = asyncio.create_task(probe_lag(), name="rooms-lag")
+
+        async def seed_rosters() -> None:
+            """Rooms created before rosters existed (start-up migration; also on demand)."""
+            try:
+                await roster.seed_all(pool, eventlog)
+            except Exception as exc:  # on demand seeding covers what is left
+                log.warning("seeding membership rosters stopped: %s", exc)
+
+        seed_task = asyncio.create_task(seed_rosters(), name="rooms-seed-rosters")
         log.info("rooms service %s listening on %s:%s", node, settings.host, settings.port)
         try:
             yield
         finally:
             state["consuming"] = False
-            await cancel_and_wait([lag_task], 2.0, "lag probe")
+            await cancel_and_wait([lag_task, seed_task], 2.0, "lag probe")
             await _bounded("consumer stop", consumer.stop(timeout_s=6.0), 7.0)
             await _bounded("heartbeat stop", heartbeat.stop(deregister=True), 3.0)
             await _bounded("redis close", redis.aclose(), 2.0)
