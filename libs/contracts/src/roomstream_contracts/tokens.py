@@ -14,7 +14,13 @@ DEV_JWT_SECRET = "roomstream-development-secret-change-me"
 MIN_SECRET_BYTES: dict[str, int] = {"HS256": 32, "HS384": 48, "HS512": 64}
 """Shortest HMAC secret per algorithm (RFC 7518 §3.2: a key at least as long as the hash)."""
 
-NumericDate = StrictInt | Annotated[float, Strict(), AllowInfNan(False)]
+MAX_NUMERIC_DATE = 253402300799
+"""9999-12-31T23:59:59Z: later dates are refused (they overflow floats, 64-bit JSON, timers)."""
+
+NumericDate = (
+    Annotated[StrictInt, Field(ge=0, le=MAX_NUMERIC_DATE)]
+    | Annotated[float, Strict(), AllowInfNan(False), Field(ge=0, le=MAX_NUMERIC_DATE)]
+)
 """RFC 7519 §2 NumericDate: seconds since the epoch, an integer or not; never a string or bool."""
 
 

@@ -41,6 +41,7 @@ EXPIRE = "expire"
 _KICKED = EventKind.USER_KICKED.value.encode()
 _REVOKED = EventKind.TOKENS_REVOKED.value.encode()
 _CONTROL = frozenset({_KICKED, _REVOKED})
+MAX_TIMER_S = 3600.0
 
 Close = Callable[[Session, int, str], None]
 Send = Callable[[Session, bytes], None]
@@ -219,6 +220,9 @@ class TokenLifecycle:
             if self._timer_at is not None and self._timer_at <= at:
                 return  # fires earlier anyway, then re-arms
             self._timer.cancel()
+        # Never further than an hour ahead (a far `exp` must not overflow the loop's timer):
+        # an early wake-up finds nothing due and re-arms.
+        at = min(at, loop.time() + MAX_TIMER_S)
         self._timer_at = at
         self._timer = loop.call_at(at, self._fire)
 
