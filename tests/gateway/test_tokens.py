@@ -105,6 +105,25 @@ async def test_expiry_refresh_and_hint(cluster, namespace):
     )
 
 
+async def test_python_client_refreshes_on_the_hint(cluster, namespace):
+    """`roomstream_client.Client` with a token callable answers `refresh` with a new token: the
+    connection outlives several short-lived tokens without a reconnect."""
+    from roomstream_client import Client
+
+    gw = cluster.start(GATEWAY, env={"ROOMSTREAM_TOKEN_REFRESH_LEAD_S": "1.5"})
+    issued: list[float] = []
+
+    def fresh() -> str:
+        issued.append(time.time())
+        return token("cli", exp_in=3.0)
+
+    async with Client(gw.ws_url, fresh) as c:
+        await asyncio.sleep(7.0)  # two token lifetimes and more
+        await c.ping()
+        assert c.stats.reconnects == 0 and c.stats.closes == []
+    assert len(issued) >= 3  # connect + at least two refreshes
+
+
 async def test_numeric_dates_per_rfc7519(cluster, namespace):
     gw = cluster.start(GATEWAY)
     now = time.time()
