@@ -32,7 +32,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-MAX_USER_CHARS = 128
+from .api import _user_param
+
 FUTURE_CUTOFF_TOLERANCE_S = 60.0
 """A cutoff may lie at most this far ahead of our clock (the issuer's clock may run ahead)."""
 
@@ -116,10 +117,3 @@ async def _optional_body(request: Request) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ApiError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
     return obj
-
-
-def _user_param(request: Request) -> str:
-    user = str(request.path_params["user"])
-    if not 1 <= len(user) <= MAX_USER_CHARS:
-        raise ApiError(ErrorCode.BAD_REQUEST, f"a user id is 1 to {MAX_USER_CHARS} characters")
-    return user
