@@ -12,14 +12,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from roomstream_contracts.tokens import DEV_JWT_SECRET
 from roomstream_kit.auth import issue_token
 
 from tests.support.processes import ServiceProcess, free_port
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-JWT_SECRET = os.environ.get("ROOMSTREAM_JWT_SECRET", DEV_JWT_SECRET)
+TEST_JWT_SECRET = "roomstream-tests-7c1f3a9e5b2d4086a1e8f0c6b3d9e2a4"
+"""The tests' HS256 secret: not the development secret, and long enough (>= 32 bytes) for the
+services to start outside the development runner (which alone may use the development one)."""
+JWT_SECRET = os.environ.get("ROOMSTREAM_JWT_SECRET", TEST_JWT_SECRET)
 
 
 def make_token(user: str, ttl_s: float = 3600, role: str | None = None) -> str:

@@ -49,6 +49,7 @@ def test_child_environment_allows_only_our_own_origins() -> None:
     assert env["ROOMSTREAM_PORT"] == "8001"
     assert env["ROOMSTREAM_NODE_ID"] == "gateway-2"
     assert env["ROOMSTREAM_DEV_LOGIN"] == "1"
+    assert env["ROOMSTREAM_DEV_MODE"] == "1"  # the development secret is allowed here only
     assert env["ROOMSTREAM_ROOMS_URL"] == "http://127.0.0.1:8100"
     assert env["ROOMSTREAM_HISTORY_URL"] == "http://127.0.0.1:8200"
     assert (env["REDIS_URL"], env["DATABASE_URL"], env["ROOMSTREAM_NAMESPACE"]) == (

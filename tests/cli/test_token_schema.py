@@ -76,6 +76,7 @@ def test_schema_writes_json_schemas_of_every_frame(tmp_path: Path) -> None:
         "history",
         "presence",
         "typing",
+        "refresh",
         "pong",
     } == set(server["discriminator"]["mapping"])
     events = json.loads((tmp_path / "schema" / "events.schema.json").read_text())

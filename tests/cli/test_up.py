@@ -18,11 +18,18 @@ from pathlib import Path
 
 from roomstream_cli.up.plan import Ports, port_taken
 from roomstream_client import Client
+from roomstream_contracts.tokens import DEV_JWT_SECRET
+from roomstream_kit.auth import issue_token
 
-from tests.conftest import REDIS_URL, make_token
+from tests.conftest import REDIS_URL
 from tests.support.processes import free_port
 
 UP_DEADLINE_S = 180.0
+
+
+def make_token(user: str) -> str:
+    """A token of the development runner: it runs with the development secret (dev mode)."""
+    return issue_token(DEV_JWT_SECRET, user, ttl_s=3600)
 
 
 def free_base(gateways: int = 2) -> int:
@@ -115,7 +122,8 @@ class Runner:
 
 
 def up_env(namespace: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    drop = ("DATABASE_URL", "REDIS_URL", "ROOMSTREAM_JWT_SECRET", "ROOMSTREAM_DEV_MODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update({"REDIS_URL": REDIS_URL, "ROOMSTREAM_NAMESPACE": namespace})
     return env
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 import yaml
 from roomstream_kit.settings import CommonSettings
 
+from tests.conftest import JWT_SECRET
 from tests.deploy.lb import HAPROXY_CFG, address_lines, render_haproxy, strip_addresses
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +40,8 @@ def _docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         cwd=REPO,
         timeout=120,
+        # compose.yaml requires a secret (the services refuse the development one).
+        env={**os.environ, "ROOMSTREAM_JWT_SECRET": JWT_SECRET},
     )
 
 

@@ -44,6 +44,7 @@ from .backoff import Backoff
 from .errors import (
     FATAL_CLOSE_CODES,
     ClientClosed,
+    ClientError,
     CommandError,
     ConnectionClosedFatal,
     ConnectionLost,
@@ -553,6 +554,10 @@ class Client:
         if kind == "typing":
             self._deliver([TypingFrame.model_validate(msg)])
             return
+        if kind == "refresh":  # the token expires soon (extension): a callable gives a new one
+            if callable(self._token):
+                self._spawn(self._refresh_token())
+            return
         if kind == "joined":
             joined = JoinedFrame.model_validate(msg)
             if not joined.recovered and joined.first_available is not None:
@@ -565,6 +570,15 @@ class Client:
                 request.future.set_result(msg)
         elif kind == "error":
             log.warning("gateway error: %s %s", msg.get("code"), msg.get("message"))
+
+    async def _refresh_token(self) -> None:
+        """Send the connection a fresh token (`auth` frame) before its token's `exp`, so the
+        gateway does not close it with 4401."""
+        assert callable(self._token)
+        try:
+            await self._request(command("auth", token=self._token()))
+        except (ClientError, TimeoutError) as exc:
+            log.warning("token refresh failed: %s", exc)
 
     def _deliver(self, events: list[Event]) -> None:
         if not events:

@@ -34,6 +34,9 @@ class EventKind(StrEnum):
     DISCONNECTED = "disconnected"
     NODE_FAILED = "node_failed"
     NODE_STARTED = "node_started"
+    # Token lifecycle (sharded by user; every gateway acts on them for its own sockets).
+    USER_KICKED = "user_kicked"
+    TOKENS_REVOKED = "tokens_revoked"
 
 
 SEQUENCED_KINDS: frozenset[EventKind] = frozenset(
@@ -54,6 +57,13 @@ DELIVERED_KINDS: frozenset[EventKind] = SEQUENCED_KINDS | {
     EventKind.TYPING,
 }
 """Kinds that gateways push to the sockets subscribed to the event's room."""
+
+USER_CONTROL_KINDS: frozenset[EventKind] = frozenset(
+    {EventKind.USER_KICKED, EventKind.TOKENS_REVOKED}
+)
+"""Events about one user (`user` of the envelope, no room, sharded by user) that every gateway
+tails and applies to that user's local sockets: close them all (`user_kicked`, 1008) or those
+whose token was issued before `data.before` (`tokens_revoked`, 4401)."""
 
 
 class _Data(BaseModel):
@@ -137,6 +147,21 @@ class NodeStartedData(_Data):
     kind: str = ""
 
 
+class UserKickedData(_Data):
+    """Every socket of the envelope's `user`, on every gateway, is closed with 1008."""
+
+    by: str | None = None
+    reason: str = ""
+
+
+class TokensRevokedData(_Data):
+    """Tokens of the envelope's `user` with `iat` < `before` (seconds since the epoch) are no
+    longer accepted; sockets authenticated with one are closed with 4401."""
+
+    before: float
+    by: str | None = None
+
+
 DATA_MODELS: dict[EventKind, type[_Data]] = {
     EventKind.MESSAGE: MessageData,
     EventKind.MESSAGE_EDITED: MessageEditedData,
@@ -151,6 +176,8 @@ DATA_MODELS: dict[EventKind, type[_Data]] = {
     EventKind.DISCONNECTED: DisconnectedData,
     EventKind.NODE_FAILED: NodeFailedData,
     EventKind.NODE_STARTED: NodeStartedData,
+    EventKind.USER_KICKED: UserKickedData,
+    EventKind.TOKENS_REVOKED: TokensRevokedData,
 }
 """The data model of each kind, for consumers that want typed access (`Envelope.typed_data`)."""
 

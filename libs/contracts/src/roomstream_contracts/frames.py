@@ -160,6 +160,9 @@ class AckFrame(_Frame):
     room: str | None = None
     seq: int | None = None
     id: str | None = None
+    exp: float | None = None
+    """Extension, reply to an `auth` frame after authentication (a token refresh): the `exp`
+    of the socket's new token, now its expiry."""
 
 
 class ErrorFrame(_Frame):
@@ -209,6 +212,16 @@ class TypingFrame(_Frame):
     user: str
 
 
+class RefreshFrame(_Frame):
+    """Extension: the socket's token expires soon (`exp`, seconds since the epoch, in
+    `expires_in` s); send `{"type": "auth", "token": ...}` with a fresh token of the same user
+    before then, or the socket is closed with 4401."""
+
+    type: Literal["refresh"] = "refresh"
+    exp: float
+    expires_in: float
+
+
 class PongFrame(_Frame):
     type: Literal["pong"] = "pong"
     ref: str | None = None
@@ -223,6 +236,7 @@ ServerFrame = Annotated[
     | HistoryFrame
     | PresenceFrame
     | TypingFrame
+    | RefreshFrame
     | PongFrame,
     Field(discriminator="type"),
 ]

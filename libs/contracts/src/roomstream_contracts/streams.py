@@ -23,6 +23,7 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:user-conns:USER` | hash | rooms service | connection id → node of a user's live sockets |
 | `rs:node-conns:NODE` | hash | rooms service | connection id → user on one node |
 | `rs:history-latest:{N}:ROOM` | hash | history service | cached latest history page + generation |
+| `rs:revoked:USER` | string | rooms service | tokens of USER with `iat` below this (seconds) are revoked |
 | `rs:node:NODE` | hash + TTL | each node | heartbeat record |
 | `rs:nodes` | zset | each node | node → last heartbeat (ms); monitor's registry index |
 | `rs:incarnations:{rs:nodes}` | hash | each node | node → its latest incarnation (kept; same slot as `rs:nodes`) |
@@ -122,6 +123,10 @@ class StreamKeys:
 
     def node_conns(self, node: str) -> str:
         return f"{self.namespace}:node-conns:{node}"
+
+    def revoked(self, user: str) -> str:
+        """String: the user's revocation cutoff (`roomstream_contracts.tokens.REVOKE_SCRIPT`)."""
+        return f"{self.namespace}:revoked:{user}"
 
     # -- history service
     def history_latest(self, room: str) -> str:

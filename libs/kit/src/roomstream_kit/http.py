@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import AuthError, TokenVerifier
+from .auth import AuthError, KeysUnavailable, TokenVerifier
 from .redis import REDIS_DOWN_ERRORS, redis_unavailable
 from .telemetry import metrics_response
 
@@ -131,12 +131,15 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def authenticate(request: Request, verifier: TokenVerifier) -> TokenClaims:
-    """The caller's claims, or `unauthorized` (401)."""
+async def authenticate(request: Request, verifier: TokenVerifier) -> TokenClaims:
+    """The caller's claims, or `unauthorized` (401); `unavailable` (503) when the issuer's
+    JWKS cannot be fetched (a dependency outage, not a bad token)."""
     try:
-        return verifier.verify(bearer_token(request))
+        return await verifier.averify(bearer_token(request))
     except AuthError as exc:
         raise ApiError(ErrorCode.UNAUTHORIZED, str(exc)) from None
+    except KeysUnavailable as exc:
+        raise ApiError(ErrorCode.UNAVAILABLE, str(exc)) from None
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

@@ -50,6 +50,22 @@ class CommonSettings(BaseSettings):
     """PEM public key (or a path to one) for RS256 / ES256."""
     service_token: str | None = None
     """Token this process presents to other services; minted from `jwt_secret` when unset (HS*)."""
+    jwks_url: str | None = None
+    """JWKS endpoint (http/https) of the token issuer: tokens are then verified (RS256 / ES256)
+    against its keys, by `kid`, instead of `jwt_secret` / `jwt_public_key`."""
+    jwks_refresh_min_s: float = Field(default=10.0, ge=0)
+    """Least time between two fetches of the JWKS (an unknown `kid` triggers one)."""
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+    """Age after which the cached JWKS is fetched again (the stale set serves if that fails)."""
+    jwks_timeout_s: float = Field(default=5.0, gt=0)
+    """Timeout of one JWKS fetch."""
+    jwt_issuer: str | None = None
+    """When set, every token must carry this `iss`."""
+    jwt_audience: str | None = None
+    """When set, every token's `aud` must name this audience."""
+    dev_mode: bool = False
+    """Set by the development runner (`roomstream up`) for its children: only then may the
+    services start with the development secret or a short HS* secret."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)

@@ -21,7 +21,13 @@ from roomstream_contracts.events import DisconnectedData, Envelope, EventKind
 from roomstream_contracts.frames import AuthCommand
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit import redis as kit_redis
-from roomstream_kit.auth import AuthError, TokenVerifier, service_token
+from roomstream_kit.auth import (
+    AuthError,
+    KeysUnavailable,
+    TokenVerifier,
+    refuse_insecure_secret,
+    service_token,
+)
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat, node_started_envelope
@@ -33,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .auth import token_from_request
 from .commands import Commands
+from .handshake import GatewayConnection
 from .http import HttpRoutes
 from .hub import Hub, wire
 from .metrics import GatewayMetrics
@@ -40,6 +47,7 @@ from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
 from .session import Session
 from .settings import GatewaySettings
 from .tail import Tail
+from .tokens import TokenLifecycle
 from .upstream import Upstream
 
 log = logging.getLogger("roomstream_gateway")
@@ -91,6 +99,17 @@ class Gateway:
             self.metrics,
             self._close_soon,
         )
+        self.tokens = TokenLifecycle(
+            self.verifier,
+            self.redis,
+            self.keys,
+            self.metrics,
+            lead_s=settings.token_refresh_lead_s,
+            close=self._close_soon,
+            send=self.hub.send,
+        )
+        self.commands.register(AuthCommand, self.tokens.refresh)
+        self.tail.control = self.tokens.apply
         self.heartbeat = Heartbeat(
             self.redis,
             self.keys,
@@ -223,10 +242,14 @@ class Gateway:
                 cmd = None
             token = cmd.token if isinstance(cmd, AuthCommand) else ""
         try:
-            claims = self.verifier.verify(token)
+            claims = await self.verifier.averify(token)
         except AuthError as exc:
             self.metrics.auth_failures.add(1, {"reason": "token"})
             await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
+            return
+        except KeysUnavailable:  # the issuer's JWKS is out of reach: not the client's fault
+            self.metrics.auth_failures.add(1, {"reason": "jwks"})
+            await conn.close(CloseCode.TRY_AGAIN_LATER, "token keys unavailable")
             return
         # The handshake's headers are not needed any more: free them (memory per idle socket).
         request.headers.clear()
@@ -236,9 +259,18 @@ class Gateway:
         # Connection ids carry the incarnation, never reused by a later process life (a pid is:
         # pid 1 in every container); the rooms projection keeps a closed id closed for good.
         session = Session(conn, f"{self.node}:{self.incarnation:x}:{self._seq:x}", claims.sub)
+        # Tracked before the revocation read: a revocation appended after that read still
+        # reaches this socket through the log.
+        self.tokens.track(session, claims)
         try:
+            if await self.tokens.revoked(claims):
+                self.tokens.forget(session)
+                self.metrics.auth_failures.add(1, {"reason": "revoked"})
+                await conn.close(CloseCode.NOT_AUTHENTICATED, "token revoked")
+                return
             await self._welcome(session)
         except Exception as exc:
+            self.tokens.forget(session)
             self.hub.remove(session)
             if redis_unavailable(exc):
                 await conn.close(CloseCode.TRY_AGAIN_LATER, "redis unavailable")
@@ -247,6 +279,7 @@ class Gateway:
                 await conn.close(CloseCode.INTERNAL_ERROR, "internal error")
             return
         self.sessions.add(session)
+        self.tokens.welcomed(session)
         self.metrics.connections.add(1)
         try:
             async for raw in conn:
@@ -262,6 +295,7 @@ class Gateway:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.wait_closed(), self.settings.close_timeout_s + 1)
             self.sessions.discard(session)
+            self.tokens.forget(session)
             self.hub.remove(session)
             self.metrics.connections.add(-1)
             if session.user not in self.hub.users:
@@ -424,6 +458,7 @@ class Gateway:
             ping_timeout=s.ping_timeout_s,
             close_timeout=s.close_timeout_s,
             server_header=None,
+            create_connection=GatewayConnection,  # an HTTP answer to `POST /ws` & co.
         )
         # Everything allocated so far (modules, settings, telemetry, ~45k objects) lives as long
         # as the process: out of the collector's reach, so that a full collection walks only the
@@ -452,6 +487,7 @@ class Gateway:
             await asyncio.wait_for(self.server.wait_closed(), self.settings.close_timeout_s + 5)
         for conn in list(self.server.connections):  # still open past the bound: drop them
             conn.transport.abort()
+        self.tokens.stop()
         await self.stop_background()
         await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
@@ -474,6 +510,7 @@ def _url_host(host: str) -> str:
 
 async def main_async() -> None:
     settings = GatewaySettings()
+    refuse_insecure_secret(settings, "gateway")
     node = settings.node_name("gateway")
     setup_logging("gateway", node, settings.log_level, settings.log_format)
     setup_telemetry("gateway", node)

@@ -98,6 +98,10 @@ class Commands:
 
     # -- dispatch ------------------------------------------------------------------------------
 
+    def register(self, kind: type[Any], handler: Callable[[Session, Any], Awaitable[None]]) -> None:
+        """Handle commands of `kind` with `handler` (the gateway adds `auth`: token refresh)."""
+        self._handlers[kind] = handler
+
     async def handle(self, session: Session, raw: str | bytes) -> None:
         ref: str | None = None
         try:
@@ -108,9 +112,8 @@ class Commands:
             if isinstance(cmd, RATE_LIMITED_TYPES) and not self._allow(session, cmd):
                 return
             handler = self._handlers.get(kind)
-            if handler is None:  # `auth` after authentication: nothing to do
-                self.reply(session, frame("ack", ref=ref))
-                return
+            if handler is None:  # never `ack` a frame nothing handled (e.g. a garbage `auth`)
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"{cmd.type} is not accepted", ref)
             await handler(session, cmd)
         except ProtocolError as exc:
             self.fail(session, exc.code, exc.message, exc.ref or ref)

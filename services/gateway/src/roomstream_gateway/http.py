@@ -81,6 +81,12 @@ class HttpRoutes:
             user = (query.get("user") or [""])[0].strip()
             if not user or len(user) > 128:
                 return error_response(400, "bad_request", "user must be 1-128 characters")
-            token = issue_token(self.settings.jwt_secret, user, ttl_s=DEV_TOKEN_TTL_S)
+            token = issue_token(
+                self.settings.jwt_secret,
+                user,
+                ttl_s=DEV_TOKEN_TTL_S,
+                issuer=self.settings.jwt_issuer or None,
+                audience=self.settings.jwt_audience or None,
+            )
             return json_response(200, {"user": user, "token": token})
         return error_response(404, "not_found", f"no route {path}")

@@ -27,6 +27,14 @@ class GatewayMetrics:
         self.auth_failures = m.create_counter(
             "roomstream_gateway_auth_failures_total", description="Sockets refused by auth"
         )
+        self.token_closes = m.create_counter(
+            "roomstream_gateway_token_closes_total",
+            description="Sockets closed by their token: expired, revoked (4401), kicked (1008)",
+        )
+        self.token_refreshes = m.create_counter(
+            "roomstream_gateway_token_refreshes_total",
+            description="auth frames after authentication (token refreshes), by result",
+        )
         self.rate_limited = m.create_counter(
             "roomstream_gateway_rate_limited_total", description="Commands refused by rate limit"
         )

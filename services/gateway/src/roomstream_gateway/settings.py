@@ -24,6 +24,9 @@ class GatewaySettings(CommonSettings):
     header (non-browser clients) are always allowed."""
     auth_timeout_s: float = Field(default=AUTH_FRAME_TIMEOUT_S, gt=0)
     """How long a socket without a header/query token may take to send its `auth` frame."""
+    token_refresh_lead_s: float = Field(default=30.0, ge=0)
+    """A `refresh` frame goes out this long before a socket's token expires (at once when the
+    token has less left); at expiry the socket is closed with 4401 unless refreshed."""
     dev_login: bool = False
     """Serve `GET /dev/token?user=NAME` (development runner only: anyone may log in as anyone)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from roomstream_contracts.ids import now_ms
@@ -40,6 +41,8 @@ class Tail:
         self.block_ms = block_ms
         self.count = count
         self.ids: dict[Any, Any] = dict.fromkeys(keys.all_logs(), "0-0")
+        self.control: Callable[[list[dict[bytes, bytes]]], None] | None = None
+        """Sees every batch before delivery (token lifecycle: `user_kicked`, `tokens_revoked`)."""
 
     async def seek_end(self) -> None:
         """Start after the last entry of every shard (the `$` of XREAD, made explicit)."""
@@ -85,6 +88,11 @@ class Tail:
                 continue
             self.ids[redis_text(stream)] = redis_text(items[-1][0])
             entries.extend(fields for _, fields in items)
+        if self.control is not None:
+            try:
+                self.control(entries)
+            except Exception:  # must not cost the batch its delivery
+                log.exception("tail: control hook failed")
         try:
             _, frames, stamps = self.hub.deliver(entries)
         except Exception:  # a bug here must not stop delivery for everyone

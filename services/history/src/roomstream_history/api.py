@@ -58,7 +58,7 @@ class HistoryApi:
 
     async def messages(self, request: Request) -> Response:
         """`{"events": [...ascending], "more": bool, "first_available": int}`."""
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         query = parse_page_query(
             request.query_params,
             default=self.settings.page_default,
@@ -123,7 +123,7 @@ class HistoryApi:
     async def recovery(self, request: Request) -> Response:
         """`{"room", "since", "first_available", "recovered"}`: can a replay after `since` be
         complete? `recovered` is false only when history retention deleted part of it."""
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         since = parse_since(request.query_params.get("since"))
         room = await self._room(request, claims)
         first = await self.store.first_available(room)

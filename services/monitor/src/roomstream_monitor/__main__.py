@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from roomstream_kit.auth import refuse_insecure_secret
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.serve import run_asgi
 from roomstream_kit.telemetry import setup_telemetry
@@ -12,6 +13,7 @@ from .settings import MonitorSettings
 
 def main() -> None:
     settings = MonitorSettings()
+    refuse_insecure_secret(settings, "monitor")
     node = settings.node_name(KIND)
     setup_logging("monitor", node, settings.log_level, settings.log_format)
     setup_telemetry("monitor", node)

@@ -72,8 +72,8 @@ class MonitorApi:
         self.collector = collector
         self.verifier = verifier
 
-    def _authorize(self, request: Request) -> None:
-        claims = authenticate(request, self.verifier)
+    async def _authorize(self, request: Request) -> None:
+        claims = await authenticate(request, self.verifier)
         if not claims.is_service:
             raise ApiError(ErrorCode.FORBIDDEN, "the monitor API needs a service token")
 
@@ -84,7 +84,7 @@ class MonitorApi:
         return snap
 
     async def stats(self, request: Request) -> Response:
-        self._authorize(request)
+        await self._authorize(request)
         query: StatsQuery = _query(StatsQuery, request)
         snap = self._snapshot()
         if query.top is not None:
@@ -93,7 +93,7 @@ class MonitorApi:
 
     async def nodes(self, request: Request) -> Response:
         """Live registry read: every registered node (with `alive`) and the recently failed."""
-        self._authorize(request)
+        await self._authorize(request)
         query: NodesQuery = _query(NodesQuery, request)
         now = now_ms()
         deadline = now - int(self.settings.node_timeout_s * 1000)
@@ -117,7 +117,7 @@ class MonitorApi:
         )
 
     async def timeseries(self, request: Request) -> Response:
-        self._authorize(request)
+        await self._authorize(request)
         query: SeriesQuery = _query(SeriesQuery, request)
         self._snapshot()
         return JSONResponse(self.collector.timeseries(query.seconds))

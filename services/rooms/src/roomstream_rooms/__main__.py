@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import orjson
+from roomstream_kit.auth import refuse_insecure_secret
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.serve import run_asgi, run_loop
 from roomstream_kit.telemetry import setup_telemetry, shutdown_telemetry
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     from .app import create_app
 
+    refuse_insecure_secret(settings, "rooms")
     try:
         run_asgi(create_app(settings), settings.host, settings.port)
     finally:

@@ -178,7 +178,7 @@ class RoomsApi:
     # -- endpoints ------------------------------------------------------------------------------
 
     async def create_room(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         obj = await json_body(request)
         if not isinstance(obj, dict):
             raise ApiError(ErrorCode.BAD_REQUEST, "the body must be a JSON object")
@@ -210,7 +210,7 @@ class RoomsApi:
         )
 
     async def get_room(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         room = await self._room(_room_param(request))
         await self._require_reader(claims, room)
         # Gateways ask here for a room whose roster is missing (created before rosters existed).
@@ -229,7 +229,7 @@ class RoomsApi:
         )
 
     async def list_members(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         room = await self._room(_room_param(request))
         await self._require_reader(claims, room)
         with self.metrics.timed_redis():
@@ -237,7 +237,7 @@ class RoomsApi:
         return JSONResponse({"members": members})
 
     async def add_member(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         room = await self._room(_room_param(request))
         user = _user_param(request)
         if not (
@@ -268,7 +268,7 @@ class RoomsApi:
         return JSONResponse({"room": room.id, "user": user, "seq": result.seq})
 
     async def remove_member(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         room = await self._room(_room_param(request))
         user = _user_param(request)
         if not (claims.is_service or claims.sub == room.owner or claims.sub == user):
@@ -292,7 +292,7 @@ class RoomsApi:
         return Response(status_code=204)
 
     async def user_rooms(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         user = _user_param(request)
         if not (claims.is_service or claims.sub == user):
             raise ApiError(ErrorCode.FORBIDDEN, "a user may list only its own rooms")
@@ -304,7 +304,7 @@ class RoomsApi:
         return JSONResponse({"rooms": rooms})
 
     async def presence(self, request: Request) -> Response:
-        claims = authenticate(request, self.verifier)
+        claims = await authenticate(request, self.verifier)
         room = await self._room(_room_param(request))
         await self._require_reader(claims, room)
         with self.metrics.timed_redis():

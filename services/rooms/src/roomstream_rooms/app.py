@@ -30,6 +30,7 @@ from .metrics import RoomsMetrics
 from .projector import Projector
 from .readmodels import ReadModels
 from .settings import RoomsSettings
+from .users import UserSessionsApi
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,10 @@ def create_app(settings: RoomsSettings) -> Starlette:
         )
         # The API needs the pool and clients made here; uvicorn serves nothing before this.
         app.router.routes.extend(api.routes())
+        users = UserSessionsApi(
+            verifier=api.verifier, eventlog=eventlog, redis=redis, keys=settings.keys
+        )
+        app.router.routes.extend(users.routes())
         await projector.resync()
         consumer = LogConsumer(
             settings,

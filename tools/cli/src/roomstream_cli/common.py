@@ -27,13 +27,26 @@ def jwt_secret() -> str:
     return settings().jwt_secret
 
 
+def token(user: str, *, ttl_s: float, role: str | None = None, secret: str | None = None) -> str:
+    """A token for `user`, with the deployment's `iss` / `aud` when it checks them."""
+    s = settings()
+    return issue_token(
+        secret or s.jwt_secret,
+        user,
+        ttl_s=ttl_s,
+        role=role,
+        issuer=s.jwt_issuer or None,
+        audience=s.jwt_audience or None,
+    )
+
+
 def user_token(user: str, ttl_s: float = 24 * 3600, secret: str | None = None) -> str:
-    return issue_token(secret or jwt_secret(), user, ttl_s=ttl_s)
+    return token(user, ttl_s=ttl_s, secret=secret)
 
 
 def service_token(secret: str | None = None) -> str:
     """A token with `role: service` (may do anything in the service APIs)."""
-    return issue_token(secret or jwt_secret(), "roomstream-cli", ttl_s=3600, role=SERVICE_ROLE)
+    return token("roomstream-cli", ttl_s=3600, role=SERVICE_ROLE, secret=secret)
 
 
 def env_namespace() -> str:

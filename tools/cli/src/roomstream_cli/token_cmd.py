@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from roomstream_kit.auth import issue_token
-
-from .common import jwt_secret
+from .common import token
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,5 +23,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     if not args.user.strip():
         raise SystemExit("roomstream token: the user id must not be empty")
-    print(issue_token(jwt_secret(), args.user, ttl_s=args.ttl, role=args.role))
+    print(token(args.user, ttl_s=args.ttl, role=args.role))
     return 0

@@ -82,6 +82,8 @@ class Plan:
             "ROOMSTREAM_NODE_ID": spec.name,
             "ROOMSTREAM_ALLOWED_ORIGINS": self.allowed_origins(),
             "ROOMSTREAM_DEV_LOGIN": "1",
+            # Marks the development runner: only its children may use the development secret.
+            "ROOMSTREAM_DEV_MODE": "1",
             "ROOMSTREAM_ROOMS_URL": f"http://127.0.0.1:{self.ports.rooms}",
             "ROOMSTREAM_HISTORY_URL": f"http://127.0.0.1:{self.ports.history}",
         }
