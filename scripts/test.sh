@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The whole check: Redis and PostgreSQL up, then ruff, mypy and pytest. Called by `./dev test`.
+# The whole check: Redis and PostgreSQL up, then ruff, mypy, the TypeScript SDK (type check, build,
+# unit tests, generated types and served bundle up to date) and pytest (which runs the SDK's Node
+# end-to-end and browser tests against real gateways). Called by `./dev test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/ensure-services.sh
@@ -8,5 +10,7 @@ uv run --frozen --no-sync ruff check .
 uv run --frozen --no-sync ruff format --check .
 echo "== mypy"
 uv run --frozen --no-sync mypy
+echo "== client-js (libs/client-js)"
+(cd libs/client-js && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 echo "== pytest"
 exec uv run --frozen --no-sync pytest "$@"

@@ -1,4 +1,5 @@
-"""Plain HTTP on the WebSocket port (`process_request`): health, metrics, the chat page.
+"""Plain HTTP on the WebSocket port (`process_request`): health, metrics, the chat page and its
+scripts.
 
 Returning a response ends the request; returning None lets `/ws` continue to the upgrade.
 """
@@ -21,6 +22,14 @@ from .settings import GatewaySettings
 
 WS_PATH = "/ws"
 DEV_TOKEN_TTL_S = 12 * 3600
+STATIC_FILES: dict[str, tuple[str, str]] = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/chat.js": ("chat.js", "text/javascript; charset=utf-8"),
+    "/roomstream-client.js": ("roomstream-client.js", "text/javascript; charset=utf-8"),
+}
+"""The chat page and its scripts (`roomstream-client.js` is the SDK's browser bundle, built by
+libs/client-js and committed), read once at start: path -> (file in static/, content type)."""
 
 
 def respond(status: int, body: bytes, content_type: str) -> Response:
@@ -53,7 +62,11 @@ class HttpRoutes:
         self.settings = settings
         self.origins = settings.origin_list()
         self.ready = ready
-        self._page = resources.files(__package__).joinpath("static/index.html").read_bytes()
+        static = resources.files(__package__).joinpath("static")
+        self._static = {
+            path: (static.joinpath(name).read_bytes(), content_type)
+            for path, (name, content_type) in STATIC_FILES.items()
+        }
 
     async def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
         try:
@@ -75,8 +88,9 @@ class HttpRoutes:
         if path == "/metrics":
             body, content_type = metrics_response()
             return respond(200, body, content_type)
-        if path in ("/", "/index.html"):
-            return respond(200, self._page, "text/html; charset=utf-8")
+        page = self._static.get(path)
+        if page is not None:
+            return respond(200, *page)
         if path == "/dev/token" and self.settings.dev_login:
             user = (query.get("user") or [""])[0].strip()
             if not user or len(user) > 128:

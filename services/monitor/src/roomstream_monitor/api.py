@@ -2,6 +2,8 @@
 
 `/api/*` needs a bearer token with the service role (cluster internals are for operators); the
 dashboard page and its static files are public and send the token the operator gives the page.
+Under the development runner (`ROOMSTREAM_DEV_LOGIN=1`) `GET /dev/token` hands the page a
+short-lived service token, so the dashboard opens with data; elsewhere that route is a 404.
 Query parameters are validated (unknown or wrongly typed ones → 400 JSON), unknown paths → 404
 JSON, Redis away → 503 `unavailable`.
 """
@@ -16,7 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from roomstream_contracts.errors import ErrorCode
 from roomstream_contracts.ids import now_ms
-from roomstream_kit.auth import TokenVerifier
+from roomstream_contracts.tokens import SERVICE_ROLE
+from roomstream_kit.auth import TokenVerifier, issue_token
 from roomstream_kit.http import (
     ApiError,
     JSONResponse,
@@ -36,6 +39,7 @@ from .settings import MonitorSettings
 from .stats import Collector, node_view
 
 STATIC = Path(__file__).parent / "static"
+DEV_TOKEN_TTL_S = 3600
 
 
 class _Query(BaseModel):
@@ -122,6 +126,19 @@ class MonitorApi:
         self._snapshot()
         return JSONResponse(self.collector.timeseries(query.seconds))
 
+    async def dev_token(self, request: Request) -> Response:
+        """A service token for the dashboard, only under the development runner (HS* secrets)."""
+        if not self.settings.dev_login or not self.settings.jwt_algorithm.startswith("HS"):
+            raise ApiError(ErrorCode.NOT_FOUND, "no route /dev/token")
+        token = issue_token(
+            self.settings.jwt_secret,
+            "monitor-dashboard",
+            ttl_s=DEV_TOKEN_TTL_S,
+            role=SERVICE_ROLE,
+            algorithm=self.settings.jwt_algorithm,
+        )
+        return JSONResponse({"token": token, "expires_in": DEV_TOKEN_TTL_S})
+
     async def dashboard(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
@@ -136,6 +153,7 @@ def build_app(
         Route("/api/stats", api.stats),
         Route("/api/nodes", api.nodes),
         Route("/api/timeseries", api.timeseries),
+        Route("/dev/token", api.dev_token),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
         *health_routes(list(readiness)),
     ]

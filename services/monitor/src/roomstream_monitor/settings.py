@@ -22,3 +22,6 @@ class MonitorSettings(CommonSettings):
     """Timeout of one scrape of a gateway's `/metrics` (delivery latency percentiles)."""
     failed_keep_s: int = Field(default=3600, ge=1)
     """How long a failed node stays in `/api/nodes` (`failed`) after it was declared dead."""
+    dev_login: bool = False
+    """Serve `GET /dev/token`, a short-lived service token for the dashboard (the development
+    runner sets it; anyone who reaches the monitor then reads the cluster's internals)."""

@@ -1,5 +1,7 @@
 // roomstream monitor dashboard: polls /api/stats and /api/timeseries and updates Chart.js charts.
 // The service token comes from the URL fragment (#token=...) or the form, kept in localStorage.
+// Under the development runner (ROOMSTREAM_DEV_LOGIN=1) the monitor hands out one at /dev/token:
+// the page takes it when it has none or its token is refused, so it opens with data.
 "use strict";
 
 const POLL_MS = 2000;
@@ -129,7 +131,24 @@ function renderSeries(series) {
   setSeries(charts.messages, { "messages/s": series.messages.map(([x, y]) => ({ x, y })) });
 }
 
+let devLoginTried = false;
+async function devToken() {
+  // Once per refusal: a 404 (production) leaves the token form to the operator.
+  if (devLoginTried) return false;
+  devLoginTried = true;
+  try {
+    const response = await fetch("/dev/token");
+    if (!response.ok) return false;
+    token = (await response.json()).token;
+    localStorage.setItem("roomstream-token", token);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function poll() {
+  if (!token) await devToken();
   try {
     const [stats, series] = await Promise.all([api("/api/stats"), api(`/api/timeseries?seconds=${WINDOW_S}`)]);
     renderStats(stats);
@@ -142,8 +161,13 @@ async function poll() {
     const status = document.getElementById("status");
     status.dataset.state = "error";
     status.textContent = String(err.message || err);
-    if (err.status === 401 || err.status === 403) document.getElementById("token-form").hidden = false;
+    if (err.status === 401 || err.status === 403) {
+      if (await devToken()) return poll();
+      document.getElementById("token-form").hidden = false;
+    }
+    return;
   }
+  devLoginTried = false; // a token that works now may be refused later (expired): try again then
 }
 
 document.getElementById("token-form").addEventListener("submit", (event) => {
