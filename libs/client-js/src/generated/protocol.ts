@@ -33,6 +33,7 @@ export type ServerFrame =
   | HistoryFrame
   | PresenceFrame
   | TypingFrame
+  | RefreshFrame
   | PongFrame;
 /**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
@@ -50,7 +51,10 @@ export type EventKind =
   | "typing"
   | "connected"
   | "disconnected"
-  | "node_failed";
+  | "node_failed"
+  | "node_started"
+  | "user_kicked"
+  | "tokens_revoked";
 
 /**
  * Every definition of docs/schema/ in one document.
@@ -203,6 +207,7 @@ export interface EventFrame {
  * via the `definition` "AckFrame".
  */
 export interface AckFrame {
+  exp?: number | null;
   id?: string | null;
   ref?: string | null;
   room?: string | null;
@@ -275,6 +280,19 @@ export interface TypingFrame {
   user: string;
 }
 /**
+ * Extension: the socket's token expires soon (`exp`, seconds since the epoch, in
+ * `expires_in` s); send `{"type": "auth", "token": ...}` with a fresh token of the same user
+ * before then, or the socket is closed with 4401.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "RefreshFrame".
+ */
+export interface RefreshFrame {
+  exp: number;
+  expires_in: number;
+  type: "refresh";
+}
+/**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "PongFrame".
  */
@@ -324,24 +342,31 @@ export interface EventDataByKind {
   message_deleted: MessageDeletedData;
   message_edited: MessageEditedData;
   node_failed: NodeFailedData;
+  node_started: NodeStartedData;
   offline: PresenceData;
   online: PresenceData;
   room_created: RoomCreatedData;
+  tokens_revoked: TokensRevokedData;
   typing: _Data;
+  user_kicked: UserKickedData;
 }
 /**
- * A socket authenticated on `node` (envelope `node`, `conn`, `user`).
+ * A socket authenticated on `node` (envelope `node`, `conn`, `user`), during the node's
+ * process life `incarnation` (see `NodeStartedData`; absent from events of older versions).
  *
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "ConnectedData".
  */
-export interface ConnectedData {}
+export interface ConnectedData {
+  incarnation?: number | null;
+}
 /**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "DisconnectedData".
  */
 export interface DisconnectedData {
   code?: number | null;
+  incarnation?: number | null;
   reason?: string;
 }
 /**
@@ -392,7 +417,24 @@ export interface MessageEditedData {
  * via the `definition` "NodeFailedData".
  */
 export interface NodeFailedData {
+  incarnation?: number | null;
   last_seen_ms?: number | null;
+  node: string;
+}
+/**
+ * A node began a new process life (envelope `node`; sharded by `node:ID` like node_failed).
+ *
+ * `incarnation` identifies the process life: an integer that grows with every start of the same
+ * node id (`roomstream_kit.node`: the start time in ms, made strictly greater than the previous
+ * incarnation's in Redis). A new incarnation means every older one of that node is dead: their
+ * connections are retired at once, without waiting for the monitor's timeout.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "NodeStartedData".
+ */
+export interface NodeStartedData {
+  incarnation: number;
+  kind?: string;
   node: string;
 }
 /**
@@ -415,7 +457,28 @@ export interface RoomCreatedData {
   owner: string;
 }
 /**
+ * Tokens of the envelope's `user` with `iat` < `before` (seconds since the epoch) are no
+ * longer accepted; sockets authenticated with one are closed with 4401.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "TokensRevokedData".
+ */
+export interface TokensRevokedData {
+  before: number;
+  by?: string | null;
+}
+/**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "_Data".
  */
 export interface _Data {}
+/**
+ * Every socket of the envelope's `user`, on every gateway, is closed with 1008.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "UserKickedData".
+ */
+export interface UserKickedData {
+  by?: string | null;
+  reason?: string;
+}
