@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+from .ids import UserId
 
 SERVICE_ROLE = "service"
 DEV_JWT_SECRET = "roomstream-development-secret-change-me"
@@ -14,7 +16,8 @@ class TokenClaims(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    sub: str = Field(min_length=1, max_length=128)
+    sub: UserId
+    """The user id: 1 to 128 characters, never U+0000 or a lone surrogate (`ids.check_storable`)."""
     exp: int
     role: str | None = None
 
