@@ -5,6 +5,7 @@ JSON error body, never a 500)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -13,6 +14,7 @@ import jwt
 from tests.conftest import JWT_SECRET, make_token, service_token
 from tests.gateway.helpers import client, close_code, open_ws, request
 from tests.rooms.helpers import FAST_ENV, ROOMS, api, auth
+from tests.support.processes import free_port
 
 NUL = "\x00"
 SURROGATE = json.loads('"\\ud800"')
@@ -30,15 +32,25 @@ def bad_request(r: httpx.Response) -> None:
 
 
 async def test_nul_is_refused_at_every_edge(cluster) -> None:
-    rooms = cluster.start(ROOMS, env=FAST_ENV, name="rooms")
-    history = cluster.start(
-        "roomstream_history", env={"ROOMSTREAM_ROOMS_URL": rooms.url}, name="history"
-    )
-    gw = cluster.start(
-        "roomstream_gateway",
-        env={"ROOMSTREAM_ROOMS_URL": rooms.url, "ROOMSTREAM_HISTORY_URL": history.url},
-        name="gw",
-        ready_path="/healthz",
+    rooms_port, history_port = free_port(), free_port()
+    rooms_url, history_url = (f"http://127.0.0.1:{p}" for p in (rooms_port, history_port))
+    # Started in parallel (each process takes seconds to import on a busy machine).
+    rooms, history, gw = await asyncio.gather(
+        asyncio.to_thread(cluster.start, ROOMS, env=FAST_ENV, name="rooms", port=rooms_port),
+        asyncio.to_thread(
+            cluster.start,
+            "roomstream_history",
+            env={"ROOMSTREAM_ROOMS_URL": rooms_url},
+            name="history",
+            port=history_port,
+        ),
+        asyncio.to_thread(
+            cluster.start,
+            "roomstream_gateway",
+            env={"ROOMSTREAM_ROOMS_URL": rooms_url, "ROOMSTREAM_HISTORY_URL": history_url},
+            name="gw",
+            ready_path="/healthz",
+        ),
     )
     async with api(rooms.url) as http:
         r = await http.post(
