@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import sys
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -190,6 +192,27 @@ async def test_poison_entries_are_dead_lettered_and_the_shard_keeps_flowing(
                 r = await http.get(f"{proc.url}/readyz")
                 assert r.status_code == 200, (proc.name, r.text)
             await ann.close()
+
+        # A rebuild from the log replays the poison entry too: it stays skipped.
+        rooms.terminate()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "roomstream_rooms",
+            "rebuild",
+            env={**os.environ, **cluster.env, "ROOMSTREAM_LOG_LEVEL": "WARNING"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, stderr.decode()
+        conn = await asyncpg.connect(database_url)
+        try:
+            members = await conn.fetch("SELECT user_id FROM memberships WHERE room = 'lobby'")
+            assert sorted(r["user_id"] for r in members) == ["ann", "bob"]
+            assert await conn.fetchval("SELECT last_seq FROM rooms WHERE id = 'lobby'") == 10
+        finally:
+            await conn.close()
     finally:
         await redis.aclose()
 

@@ -134,6 +134,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
         # The API needs the pool and clients made here; uvicorn serves nothing before this.
         app.router.routes.extend(api.routes())
         await projector.resync()
+        await projector.load_skipped()
         consumer = LogConsumer(
             settings,
             redis,

@@ -108,6 +108,15 @@ class Projector:
         self.applied = applied
         self.lock = asyncio.Lock()
         """Serializes every read-model writer of this process (batches and API refills)."""
+        self.skipped: dict[str, set[int]] = {}
+        """Dead-lettered seqs by room known to this process (`load_skipped`, the hook); others'
+        are read from Postgres when a gap needs them."""
+
+    async def load_skipped(self) -> None:
+        """Load every skipped seq (start-up, rebuild): an event of the log that was dead-lettered
+        is never applied, even when it is delivered again."""
+        async with self.pool.acquire() as conn:
+            self.skipped = await store.all_skipped_seqs(conn)
 
     # -- the consumer's handler ----------------------------------------------------------------
 
@@ -145,9 +154,10 @@ class Projector:
         b = _Batch()
         # Every membership the batch mentions, also in skipped events (their read models are
         # rewritten too: that repairs a crash between an earlier commit and its Redis writes).
-        for events in by_room.values():
+        for room, events in by_room.items():
+            dead = self.skipped.get(room, ())
             for env in events:
-                if env.kind in ROOM_KINDS:
+                if env.kind in ROOM_KINDS and env.seq not in dead:  # dead-lettered: never
                     change = _safe_room_change(env)
                     if change is not None:
                         b.rooms.add(change.room)
@@ -206,8 +216,8 @@ class Projector:
     async def _apply_room(
         self, conn: store.Conn, room: str, last: int, events: list[Envelope], b: _Batch
     ) -> None:
-        plan = plan_room(last, events)
-        skipped: set[int] = set()
+        skipped: set[int] = set(self.skipped.get(room, ()))
+        plan = plan_room(last, events, skipped)
         while plan.gap is not None:
             skipped |= await store.skipped_seqs(conn, room, *plan.gap)
             filled = await self._fill_gap(room, *plan.gap, skipped)
@@ -316,6 +326,7 @@ class Projector:
             advanced = last is not None and last == seq - 1
             if advanced:
                 await store.set_last_seq(conn, room, seq)
+        self.skipped.setdefault(room, set()).add(seq)
         log.warning("room %s: seq %d is skipped (dead-lettered)", room, seq)
         if advanced and self.applied is not None:
             self.applied.advance({room: seq})

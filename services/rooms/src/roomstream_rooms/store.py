@@ -117,6 +117,14 @@ async def skipped_seqs(conn: Conn, room: str, first: int, last: int) -> set[int]
     return {r["seq"] for r in rows}
 
 
+async def all_skipped_seqs(conn: Conn) -> dict[str, set[int]]:
+    """Every skipped seq, by room (kept across a rebuild: the log still holds those events)."""
+    out: dict[str, set[int]] = {}
+    for r in await conn.fetch("SELECT room, seq FROM room_skipped_seqs"):
+        out.setdefault(r["room"], set()).add(r["seq"])
+    return out
+
+
 async def set_last_seq(conn: Conn, room: str, seq: int) -> None:
     await conn.execute(
         "UPDATE rooms SET last_seq = GREATEST(last_seq, $2) WHERE id = $1", room, seq
