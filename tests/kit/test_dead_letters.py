@@ -7,6 +7,8 @@ the tests' own."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -237,3 +239,56 @@ async def test_an_unknown_error_dead_letters_after_max_attempts_only_while_depen
     assert hooked == ["bad:RuntimeError"]
     [dead] = await dead_letters(redis, namespace)
     assert dead[b"error"].startswith(b"RuntimeError: a bug")
+
+
+async def _cli(namespace: str, *args: str) -> list[dict[str, object]]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "roomstream_cli",
+        "dead-letters",
+        *args,
+        env={
+            **os.environ,
+            "REDIS_URL": REDIS_URL,
+            "ROOMSTREAM_NAMESPACE": namespace,
+            "ROOMSTREAM_SHARDS": "2",
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return [orjson.loads(line) for line in out.splitlines()]
+
+
+async def test_dead_letters_are_listed_and_replayed_by_the_cli(
+    namespace: str, redis: aioredis.Redis
+) -> None:
+    """`roomstream dead-letters list` shows the entry; once the cause is fixed, `replay` appends
+    it again to its shard and the consumer handles it."""
+    log = EventLog(redis, settings_of(namespace).keys)
+    fixed = False
+    handled: list[str] = []
+
+    async def handler(batch: Sequence[LogEntry]) -> None:
+        texts = [e.envelope.data["text"] for e in batch]
+        if "poison" in texts and not fixed:
+            raise ValueError("not yet")
+        handled.extend(texts)
+
+    consumer = await run_consumer(namespace, redis, handler)
+    try:
+        await log.append(message("poison"))
+        await log.append(message("next"))
+        await until(lambda: handled == ["next"], "the entry after the poison")
+        [letter] = await _cli(namespace, "list")
+        assert letter["group"] == GROUP and str(letter["error"]).startswith("ValueError")
+        assert orjson.loads(str(letter["fields"]["e"]))["data"]["text"] == "poison"  # type: ignore[index]
+        fixed = True
+        [replayed] = await _cli(namespace, "replay", str(letter["id"]))
+        assert replayed["stream"] == letter["stream"]
+        await until(lambda: handled == ["next", "poison"], "the replayed entry")
+        assert await _cli(namespace, "list") == []
+    finally:
+        await consumer.stop()

@@ -51,18 +51,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from roomstream_contracts.events import SCHEMA_VERSION, Envelope
 from roomstream_contracts.ids import now_ms
-from roomstream_contracts.streams import (
-    DEAD_FIELD_CONSUMER,
-    DEAD_FIELD_ENTRY,
-    DEAD_FIELD_ERROR,
-    DEAD_FIELD_GROUP,
-    DEAD_FIELD_PREFIX,
-    DEAD_FIELD_STREAM,
-    DEAD_FIELD_TS,
-    DEFAULT_DEAD_LETTER_MAXLEN,
-    FIELD_EVENT,
-)
+from roomstream_contracts.streams import DEFAULT_DEAD_LETTER_MAXLEN, FIELD_EVENT
 
+from .deadletters import dead_letter_record
 from .failures import describe, is_data_error, is_transient
 from .logs import tame_faststream_logging
 from .redis import REDIS_DOWN_ERRORS, AnyRedis
@@ -135,28 +126,6 @@ def decode_entries(stream: str, raw: Sequence[_RawEntry]) -> list[LogEntry]:
     for b in bad:
         log.error("skipping undecodable log entry %s %s: %s", stream, _str_id(b.entry_id), b.error)
     return out
-
-
-def dead_letter_record(
-    stream: str, entry_id: str, group: str, consumer: str, fields: Any, error: str, ts_ms: int
-) -> dict[Any, Any]:
-    """The fields of a dead-letter entry (`roomstream_contracts.streams.DEAD_FIELD_*`); the
-    original fields are kept byte for byte under `f:NAME`, so the entry can be replayed."""
-    record: dict[Any, Any] = {
-        DEAD_FIELD_STREAM: stream,
-        DEAD_FIELD_ENTRY: entry_id,
-        DEAD_FIELD_GROUP: group,
-        DEAD_FIELD_CONSUMER: consumer,
-        DEAD_FIELD_ERROR: error,
-        DEAD_FIELD_TS: ts_ms,
-    }
-    if isinstance(fields, Mapping):
-        for name, value in fields.items():
-            key = name if isinstance(name, bytes) else str(name).encode()
-            record[DEAD_FIELD_PREFIX + key] = (
-                value if isinstance(value, bytes | str) else str(value)
-            )
-    return record
 
 
 class _Instruments:
