@@ -32,6 +32,7 @@ from tests.history.helpers import create_room, send, wait_for
 from tests.history.proxy import CuttableProxy
 from tests.history.wsclient import WsClient
 from tests.support.processes import free_port
+from tests.support.together import Spec, start_together
 
 NUL = "\x00"
 
@@ -52,32 +53,18 @@ async def test_poison_entries_are_dead_lettered_and_the_shard_keeps_flowing(
     cluster: Cluster, namespace: str, database_url: str
 ) -> None:
     fast = {"ROOMSTREAM_POLL_MS": "20", "ROOMSTREAM_RECLAIM_IDLE_MS": "2000"}
-    rooms_port = free_port()
-    rooms_url = f"http://127.0.0.1:{rooms_port}"
-    # Started in parallel (each process takes seconds to import on a busy machine).
-    rooms, history, gw, monitor = await asyncio.gather(
-        asyncio.to_thread(
-            cluster.start, "roomstream_rooms", env=fast, name="rooms", port=rooms_port
-        ),
-        asyncio.to_thread(
-            cluster.start,
-            "roomstream_history",
-            env={**fast, "ROOMSTREAM_ROOMS_URL": rooms_url},
-            name="history",
-        ),
-        asyncio.to_thread(
-            cluster.start,
+    rooms_spec = Spec("roomstream_rooms", "rooms", fast)
+    rooms, history, gw, monitor = await start_together(
+        cluster,
+        rooms_spec,
+        Spec("roomstream_history", "history", {**fast, "ROOMSTREAM_ROOMS_URL": rooms_spec.url}),
+        Spec(
             "roomstream_gateway",
-            env={"ROOMSTREAM_ROOMS_URL": rooms_url},
-            name="gw",
+            "gw",
+            {"ROOMSTREAM_ROOMS_URL": rooms_spec.url},
             ready_path="/healthz",
         ),
-        asyncio.to_thread(
-            cluster.start,
-            "roomstream_monitor",
-            env={"ROOMSTREAM_STATS_INTERVAL_S": "0.2"},
-            name="monitor",
-        ),
+        Spec("roomstream_monitor", "monitor", {"ROOMSTREAM_STATS_INTERVAL_S": "0.2"}),
     )
     redis = aioredis.Redis.from_url(REDIS_URL)
     keys = StreamKeys(namespace=namespace)
@@ -234,7 +221,7 @@ async def test_a_postgres_outage_dead_letters_nothing(
         "ROOMSTREAM_CONSUMER_STUCK_AFTER_S": "1",
     }
     # From a thread: the proxy runs on this event loop and must keep serving meanwhile.
-    history = await asyncio.to_thread(cluster.start, "roomstream_history", env=env)
+    [history] = await start_together(cluster, Spec("roomstream_history", "history", env))
     redis = aioredis.Redis.from_url(REDIS_URL)
     keys = StreamKeys(namespace=namespace)
     log = EventLog(redis, keys)

@@ -19,7 +19,8 @@ from tests.conftest import Cluster, make_token
 from tests.gateway.helpers import client, request
 from tests.monitor.helpers import wait_for
 from tests.monitor.test_redis_outage import OwnRedis, own_redis  # noqa: F401 (fixture)
-from tests.support.processes import ServiceProcess, free_port
+from tests.support.processes import ServiceProcess
+from tests.support.together import Spec, start_together
 
 
 def json_lines(proc: ServiceProcess) -> list[dict[str, object]]:
@@ -38,20 +39,17 @@ def json_lines(proc: ServiceProcess) -> list[dict[str, object]]:
 
 
 async def test_logs_under_traffic_are_json_and_quiet(cluster: Cluster) -> None:
-    rooms_port = free_port()
-    rooms_url = f"http://127.0.0.1:{rooms_port}"
-    rooms, gw, monitor = await asyncio.gather(
-        asyncio.to_thread(cluster.start, "roomstream_rooms", name="rooms", port=rooms_port),
-        asyncio.to_thread(
-            cluster.start,
+    rooms_spec = Spec("roomstream_rooms", "rooms")
+    rooms, gw, monitor = await start_together(
+        cluster,
+        rooms_spec,
+        Spec(
             "roomstream_gateway",
-            env={"ROOMSTREAM_ROOMS_URL": rooms_url},
-            name="gw",
+            "gw",
+            {"ROOMSTREAM_ROOMS_URL": rooms_spec.url},
             ready_path="/healthz",
         ),
-        asyncio.to_thread(
-            cluster.start, "roomstream_monitor", env={"ROOMSTREAM_STATS_INTERVAL_S": "0.2"}
-        ),
+        Spec("roomstream_monitor", "monitor", {"ROOMSTREAM_STATS_INTERVAL_S": "0.2"}),
     )
     async with httpx.AsyncClient(timeout=30) as http:
         r = await http.post(
@@ -95,9 +93,8 @@ async def test_a_redis_restart_logs_one_json_line_per_error_and_no_traceback(
     own_redis: OwnRedis,  # noqa: F811
 ) -> None:
     env = {"REDIS_URL": own_redis.url, "ROOMSTREAM_POLL_MS": "50"}
-    rooms, monitor = await asyncio.gather(
-        asyncio.to_thread(cluster.start, "roomstream_rooms", env=env, name="rooms"),
-        asyncio.to_thread(cluster.start, "roomstream_monitor", env=env, name="monitor"),
+    rooms, monitor = await start_together(
+        cluster, Spec("roomstream_rooms", "rooms", env), Spec("roomstream_monitor", "monitor", env)
     )
     own_redis.stop()
     await asyncio.sleep(3)  # every consumer poll fails meanwhile

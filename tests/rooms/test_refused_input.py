@@ -5,7 +5,6 @@ JSON error body, never a 500)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
@@ -14,7 +13,7 @@ import jwt
 from tests.conftest import JWT_SECRET, make_token, service_token
 from tests.gateway.helpers import client, close_code, open_ws, request
 from tests.rooms.helpers import FAST_ENV, ROOMS, api, auth
-from tests.support.processes import free_port
+from tests.support.together import Spec, start_together
 
 NUL = "\x00"
 SURROGATE = json.loads('"\\ud800"')
@@ -32,25 +31,18 @@ def bad_request(r: httpx.Response) -> None:
 
 
 async def test_nul_is_refused_at_every_edge(cluster) -> None:
-    rooms_port, history_port = free_port(), free_port()
-    rooms_url, history_url = (f"http://127.0.0.1:{p}" for p in (rooms_port, history_port))
-    # Started in parallel (each process takes seconds to import on a busy machine).
-    rooms, history, gw = await asyncio.gather(
-        asyncio.to_thread(cluster.start, ROOMS, env=FAST_ENV, name="rooms", port=rooms_port),
-        asyncio.to_thread(
-            cluster.start,
-            "roomstream_history",
-            env={"ROOMSTREAM_ROOMS_URL": rooms_url},
-            name="history",
-            port=history_port,
-        ),
-        asyncio.to_thread(
-            cluster.start,
-            "roomstream_gateway",
-            env={"ROOMSTREAM_ROOMS_URL": rooms_url, "ROOMSTREAM_HISTORY_URL": history_url},
-            name="gw",
-            ready_path="/healthz",
-        ),
+    rooms_spec = Spec(ROOMS, "rooms", FAST_ENV)
+    history_spec = Spec("roomstream_history", "history", {"ROOMSTREAM_ROOMS_URL": rooms_spec.url})
+    gw_env = {
+        "ROOMSTREAM_ROOMS_URL": rooms_spec.url,
+        "ROOMSTREAM_HISTORY_URL": history_spec.url,
+        "ROOMSTREAM_DEV_LOGIN": "1",
+    }
+    rooms, history, gw = await start_together(
+        cluster,
+        rooms_spec,
+        history_spec,
+        Spec("roomstream_gateway", "gw", gw_env, ready_path="/healthz"),
     )
     async with api(rooms.url) as http:
         r = await http.post(
@@ -118,6 +110,9 @@ async def test_nul_is_refused_at_every_edge(cluster) -> None:
         r = await http.get("/users/ann/rooms", headers=auth("ann"))
         assert r.status_code == 200 and r.json()["rooms"] == ["clean"]
 
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as http:
+        bad_request(await http.get("/dev/token?user=a%00b"))  # the development login
+        assert (await http.get("/dev/token?user=ann")).status_code == 200
     async with httpx.AsyncClient(base_url=history.url, timeout=30) as hist:
         bad_request(await hist.get("/rooms/cl%00ean/messages", headers=auth()))
         r = await hist.get(

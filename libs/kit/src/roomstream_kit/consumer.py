@@ -217,10 +217,10 @@ class LogConsumer:
             )
             for s in self.streams
         }
-        self._busy: dict[str, tuple[float, int]] = {}
-        """stream → (monotonic start, entries) of the batch being handled."""
-        self._last_error: dict[str, str] = {}
-        """stream → the latest failure of the batch being handled."""
+        self._busy: dict[object, tuple[str, float, int]] = {}
+        """batch → (stream, monotonic start, entries) of each batch being handled."""
+        self._last_error: dict[object, str] = {}
+        """batch → its latest failure."""
         self._instruments = _instruments()
         self._instruments.consumers.add(self)
         broker_cls = RedisClusterBroker if settings.redis_cluster else RedisBroker
@@ -283,22 +283,23 @@ class LogConsumer:
     async def _handle_raw(self, stream: str, ids: Sequence[bytes], data: Sequence[Any]) -> None:
         inflight = self._inflight.setdefault(stream, set())
         inflight.update(ids)
-        self._busy[stream] = (time.monotonic(), len(ids))
+        token = object()  # the live and the reclaim subscriber of a stream may both be busy
+        self._busy[token] = (stream, time.monotonic(), len(ids))
         try:
             entries, undecodable = split_entries(stream, list(zip(ids, data, strict=True)))
             for bad in undecodable:
                 await self._dead_letter(stream, _str_id(bad.entry_id), bad.fields, bad.error, None)
             if entries:
-                await self._process(stream, entries)
+                await self._process(stream, entries, token)
             await self._ack(stream, ids)
         finally:
             inflight.difference_update(ids)
-            self._busy.pop(stream, None)
-            self._last_error.pop(stream, None)
+            self._busy.pop(token, None)
+            self._last_error.pop(token, None)
 
     # -- processing --------------------------------------------------------------------------
 
-    async def _process(self, stream: str, entries: Sequence[LogEntry]) -> None:
+    async def _process(self, stream: str, entries: Sequence[LogEntry], token: object) -> None:
         """Handle `entries`, isolating and dead-lettering any entry that can never succeed."""
         delay = 0.1
         attempts = 0
@@ -313,15 +314,15 @@ class LogConsumer:
                     raise
                 failure = exc
             transient = is_transient(failure)
-            self._last_error[stream] = describe(failure, 200)
+            self._last_error[token] = describe(failure, 200)
             self._instruments.failures.add(
                 1, {"group": self.group, "kind": "transient" if transient else "entry"}
             )
             if not transient and len(entries) > 1:
                 # Isolate: each half on its own, in order (handlers are idempotent).
                 mid = len(entries) // 2
-                await self._process(stream, entries[:mid])
-                await self._process(stream, entries[mid:])
+                await self._process(stream, entries[:mid], token)
+                await self._process(stream, entries[mid:], token)
                 return
             if not transient:
                 attempts += 1
@@ -420,10 +421,10 @@ class LogConsumer:
     def stuck_reason(self) -> str | None:
         """Why this consumer is stuck (a batch unfinished for longer than `stuck_after_s`)."""
         now = time.monotonic()
-        for stream, (since, n) in list(self._busy.items()):
+        for token, (stream, since, n) in list(self._busy.items()):
             age = now - since
             if age > self.stuck_after_s:
-                error = self._last_error.get(stream)
+                error = self._last_error.get(token)
                 return (
                     f"group {self.group}: a batch of {n} entries of {stream} unfinished for "
                     f"{age:.0f}s" + (f" (last error {error})" if error else "")

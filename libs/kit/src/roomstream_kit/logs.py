@@ -80,7 +80,8 @@ def setup_logging(service: str, node: str, level: str = "INFO", fmt: str = "json
     for noisy in ("uvicorn.access", "faststream", "websockets.server", "httpx", "httpcore"):
         # httpx logs every request at INFO (the monitor's /metrics scrapes, service calls).
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
-    tame_faststream_logging()
+    if "faststream" in sys.modules:  # else `LogConsumer` does it (processes without one
+        tame_faststream_logging()  # never import FastStream)
 
 
 class _OneLine(logging.Filter):
