@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .ids import SafeStr, UserId
+
 SCHEMA_VERSION = 1
 """Version of the envelope layout. Consumers accept every version they know and skip newer ones."""
 
@@ -71,13 +73,13 @@ class _Data(BaseModel):
 
 
 class MessageData(_Data):
-    text: str
-    client_id: str
+    text: SafeStr
+    client_id: SafeStr
 
 
 class MessageEditedData(_Data):
     target_seq: int
-    text: str
+    text: SafeStr
 
 
 class MessageDeletedData(_Data):
@@ -97,10 +99,10 @@ class MemberLeftData(_Data):
 
 
 class RoomCreatedData(_Data):
-    name: str
+    name: SafeStr
     kind: str = Field(pattern="^(public|private)$")
-    owner: str
-    members: list[str] = Field(default_factory=list)
+    owner: UserId
+    members: list[UserId] = Field(default_factory=list)
 
 
 class PresenceData(_Data):

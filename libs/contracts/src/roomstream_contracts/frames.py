@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .ids import ClientMessageId, RoomId
+from .ids import ClientMessageId, RoomId, SafeStr
 
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
@@ -53,7 +53,7 @@ class LeaveCommand(_Command):
 class SendCommand(_Command):
     type: Literal["send"]
     room: RoomId
-    text: str
+    text: SafeStr
     id: ClientMessageId
 
 
@@ -61,7 +61,7 @@ class EditCommand(_Command):
     type: Literal["edit"]
     room: RoomId
     seq: Annotated[int, Field(ge=1, le=MAX_SEQ)]
-    text: str
+    text: SafeStr
 
 
 class DeleteCommand(_Command):

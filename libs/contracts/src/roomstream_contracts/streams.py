@@ -24,6 +24,8 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:node-conns:NODE` | hash | rooms service | connection id → user on one node |
 | `rs:history-latest:{N}:ROOM` | hash | history service | cached latest history page + generation |
 | `rs:revoked:USER` | string | rooms service | tokens of USER with `iat` below this (seconds) are revoked |
+| `rs:dead:{N}` | stream | every consumer (`roomstream_kit.consumer`) | dead letters of shard N: entries a consumer group could never handle |
+| `rs:dead-count:{N}` | hash | every consumer | group → how many entries of shard N it dead-lettered |
 | `rs:node:NODE` | hash + TTL | each node | heartbeat record |
 | `rs:nodes` | zset | each node | node → last heartbeat (ms); monitor's registry index |
 | `rs:incarnations:{rs:nodes}` | hash | each node | node → its latest incarnation (kept; same slot as `rs:nodes`) |
@@ -40,6 +42,19 @@ DEFAULT_RECENT_PER_ROOM = 1000
 """How many recent events per room the append script keeps for fast replay."""
 DEFAULT_DEDUPE_TTL_S = 24 * 3600
 """How long a client message id is remembered for idempotent sends."""
+
+DEFAULT_DEAD_LETTER_MAXLEN = 10_000
+"""Dead letters kept per shard (approximate MAXLEN); the counts in `dead-count` are never trimmed."""
+
+DEAD_FIELD_STREAM = b"stream"
+"""Dead-letter entry fields: the original stream, entry id, consumer group and consumer, the
+error (`Type: message`), when (ms), and every field of the original entry under `f:NAME`."""
+DEAD_FIELD_ENTRY = b"entry"
+DEAD_FIELD_GROUP = b"group"
+DEAD_FIELD_CONSUMER = b"consumer"
+DEAD_FIELD_ERROR = b"error"
+DEAD_FIELD_TS = b"ts"
+DEAD_FIELD_PREFIX = b"f:"
 
 FIELD_ROOM = b"r"
 FIELD_KIND = b"k"
@@ -104,6 +119,17 @@ class StreamKeys:
     def deleted(self, room: str) -> str:
         """Set: seqs of the room's messages that were deleted (no edit / delete after that)."""
         return f"{self.namespace}:deleted:{{{self.room_shard(room)}}}:{room}"
+
+    def shard_of_log(self, stream: str) -> int:
+        """The shard number of a log key `NS:log:{N}` (inverse of `log`)."""
+        return int(stream.rsplit("{", 1)[1].rstrip("}"))
+
+    # -- dead letters (every consumer group; same hash tag as the shard)
+    def dead_letters(self, shard: int) -> str:
+        return f"{self.namespace}:dead:{{{shard}}}"
+
+    def dead_letter_counts(self, shard: int) -> str:
+        return f"{self.namespace}:dead-count:{{{shard}}}"
 
     # -- read models (rooms service)
     def room(self, room: str) -> str:

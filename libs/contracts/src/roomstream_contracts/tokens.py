@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictInt
 
+from .ids import UserId
+
 SERVICE_ROLE = "service"
 DEV_JWT_SECRET = "roomstream-development-secret-change-me"
 """The HS256 secret of the local development runner, unless ROOMSTREAM_JWT_SECRET says otherwise."""
@@ -33,7 +35,8 @@ class TokenClaims(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    sub: str = Field(min_length=1, max_length=128)
+    sub: UserId
+    """The user id: 1 to 128 characters, never U+0000 or a lone surrogate (`ids.check_storable`)."""
     exp: NumericDate
     iat: NumericDate | None = None
     nbf: NumericDate | None = None

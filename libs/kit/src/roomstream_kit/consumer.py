@@ -9,10 +9,20 @@ own entries once a slow batch kept them longer than `min_idle_time`; those still
 this process are left to their batch instead of being handled twice at once.
 
 The handler receives a batch of `LogEntry` and must be idempotent: an entry is acknowledged (XACK)
-only after the handler returned, so a crash between the two delivers it again. A handler that
-raises is retried with exponential backoff until it succeeds (a dependency that is down stalls the
-consumer; it never skips entries). An entry whose envelope cannot be decoded is logged and
-acknowledged: it can never succeed.
+only after the handler returned, so a crash between the two delivers it again.
+
+No entry may stall a consumer (docs/architecture.md, "Dead letters"). When the handler raises:
+- a *transient* failure (`failures.is_transient`: Redis / Postgres away, `Retry`) retries the same
+  entries with exponential backoff for as long as it takes; nothing is skipped or dead-lettered;
+- any other failure isolates the failing entry: the batch is split in halves, each handled (in
+  order) on its own, down to one entry. One entry that fails with a data error
+  (`failures.is_data_error`), or `max_attempts` times with the dependencies up (`probe`), is
+  *dead-lettered*: `on_dead_letter` (the service's hook, e.g. "this seq is skipped") runs, then
+  one step records the entry in the shard's dead-letter stream (`StreamKeys.dead_letters`),
+  counts it (`dead_letter_counts`) and acknowledges it; the entries after it keep flowing.
+An entry whose envelope cannot be decoded is dead-lettered the same way (the hook is not called:
+there is no envelope). A batch that has been failing or running longer than `stuck_after_s`
+makes `consumer_progress` (a readiness check) fail: `/readyz` answers 503 with the reason.
 
 Cost: the subscribers get a pass-through `parser` / `decoder`, so FastStream hands over the raw
 `XREADGROUP` reply of a batch without looking at its entries (its default batch parser would
@@ -25,20 +35,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.redis import RedisBroker, RedisClusterBroker, StreamSub
+from opentelemetry.metrics import CallbackOptions, Observation
 from pydantic import ValidationError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 from roomstream_contracts.events import SCHEMA_VERSION, Envelope
-from roomstream_contracts.streams import FIELD_EVENT
+from roomstream_contracts.ids import now_ms
+from roomstream_contracts.streams import DEFAULT_DEAD_LETTER_MAXLEN, FIELD_EVENT
 
+from .deadletters import dead_letter_record
+from .failures import describe, is_data_error, is_transient
+from .logs import tame_faststream_logging
 from .redis import REDIS_DOWN_ERRORS, AnyRedis
 from .settings import CommonSettings
+from .telemetry import meter
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +68,33 @@ class LogEntry:
     stream: str
     entry_id: str
     envelope: Envelope
+    fields: Mapping[bytes, bytes] | None = None
+    """The entry's raw stream fields (kept for its dead-letter record)."""
 
 
 BatchHandler = Callable[[Sequence[LogEntry]], Awaitable[None]]
+DeadLetterHook = Callable[[LogEntry, BaseException], Awaitable[None]]
+Probe = Callable[[], Awaitable[object]]
+
+_RawEntry = tuple[bytes | str, Any]
 
 
-def decode_entries(
-    stream: str, raw: Sequence[tuple[bytes | str, dict[bytes, bytes]]]
-) -> list[LogEntry]:
-    """Decode `(entry id, fields)` pairs, leaving out (and logging) undecodable ones."""
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    entry_id: bytes | str
+    fields: Any
+    error: str
+
+
+def split_entries(
+    stream: str, raw: Sequence[_RawEntry]
+) -> tuple[list[LogEntry], list[Undecodable]]:
+    """Decode `(entry id, fields)` pairs: the entries, and those that cannot be decoded.
+
+    Entries of a newer schema version are left out of both (logged): a newer consumer handles
+    them."""
     out: list[LogEntry] = []
+    bad: list[Undecodable] = []
     append = out.append
     # `roomstream_contracts.codec.decode_envelope`, without the extra call per entry.
     decode = Envelope.model_validate_json
@@ -65,7 +102,7 @@ def decode_entries(
         try:
             env = decode(fields[FIELD_EVENT])
         except (KeyError, TypeError, ValidationError, ValueError) as exc:
-            log.error("skipping undecodable log entry %s %s: %s", stream, _str_id(entry_id), exc)
+            bad.append(Undecodable(entry_id, fields, describe(exc)))
             continue
         if env.v > SCHEMA_VERSION:
             log.warning(
@@ -76,9 +113,50 @@ def decode_entries(
             )
             continue
         append(
-            LogEntry(stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, env)
+            LogEntry(
+                stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, env, fields
+            )
         )
+    return out, bad
+
+
+def decode_entries(stream: str, raw: Sequence[_RawEntry]) -> list[LogEntry]:
+    """Decode `(entry id, fields)` pairs, leaving out (and logging) undecodable ones."""
+    out, bad = split_entries(stream, raw)
+    for b in bad:
+        log.error("skipping undecodable log entry %s %s: %s", stream, _str_id(b.entry_id), b.error)
     return out
+
+
+class _Instruments:
+    """The consumer's metrics (meter "roomstream.consumer"), shared by every consumer of a
+    process: dead letters and handler failures per group, and whether a group is stuck."""
+
+    def __init__(self) -> None:
+        m = meter("roomstream.consumer")
+        self.dead_letters = m.create_counter(
+            "roomstream_consumer_dead_letters",
+            description="Log entries dead-lettered (acknowledged unhandled), by group",
+        )
+        self.failures = m.create_counter(
+            "roomstream_consumer_handler_failures",
+            description="Failed handler calls, by group and kind (transient / entry)",
+        )
+        self.consumers: weakref.WeakSet[LogConsumer] = weakref.WeakSet()
+        m.create_observable_gauge(
+            "roomstream_consumer_stuck",
+            callbacks=[self._stuck],
+            description="1 while a group's current batch has been unfinished longer than the bound",
+        )
+
+    def _stuck(self, options: CallbackOptions) -> Iterable[Observation]:
+        for consumer in list(self.consumers):
+            yield Observation(1 if consumer.stuck_reason() else 0, {"group": consumer.group})
+
+
+@cache
+def _instruments() -> _Instruments:
+    return _Instruments()
 
 
 def _str_id(entry_id: bytes | str) -> str:
@@ -110,6 +188,10 @@ class LogConsumer:
         poll_ms: int = 100,
         reclaim_idle_ms: int = 30_000,
         max_backoff_s: float = 5.0,
+        on_dead_letter: DeadLetterHook | None = None,
+        probe: Probe | None = None,
+        max_attempts: int | None = None,
+        stuck_after_s: float | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -120,10 +202,32 @@ class LogConsumer:
         self.poll_ms = poll_ms
         self.reclaim_idle_ms = reclaim_idle_ms
         self.max_backoff_s = max_backoff_s
+        self.on_dead_letter = on_dead_letter
+        """Runs before an entry is dead-lettered (e.g. record its seq as skipped)."""
+        self.probe = probe
+        """Raises while this service's dependencies are away (default: Redis PING)."""
+        self.max_attempts = max_attempts or settings.consumer_max_attempts
+        self.stuck_after_s = stuck_after_s or settings.consumer_stuck_after_s
         self.streams = settings.keys.all_logs()
+        keys = settings.keys
+        self._dead_keys = {
+            s: (
+                keys.dead_letters(keys.shard_of_log(s)),
+                keys.dead_letter_counts(keys.shard_of_log(s)),
+            )
+            for s in self.streams
+        }
+        self._busy: dict[object, tuple[str, float, int]] = {}
+        """batch → (stream, monotonic start, entries) of each batch being handled."""
+        self._last_error: dict[object, str] = {}
+        """batch → its latest failure."""
+        self._instruments = _instruments()
+        self._instruments.consumers.add(self)
         broker_cls = RedisClusterBroker if settings.redis_cluster else RedisBroker
+        # FastStream's access lines ("Received" / "Processed") at DEBUG, its errors through the
+        # project's JSON logging as one line each (no traceback).
         self.broker: RedisBroker = broker_cls(
-            settings.redis_url, logger=logging.getLogger("faststream")
+            settings.redis_url, logger=tame_faststream_logging(), log_level=logging.DEBUG
         )
         self._stopping = False
         self._broker_started = False
@@ -179,18 +283,26 @@ class LogConsumer:
     async def _handle_raw(self, stream: str, ids: Sequence[bytes], data: Sequence[Any]) -> None:
         inflight = self._inflight.setdefault(stream, set())
         inflight.update(ids)
+        token = object()  # the live and the reclaim subscriber of a stream may both be busy
+        self._busy[token] = (stream, time.monotonic(), len(ids))
         try:
-            entries = decode_entries(stream, list(zip(ids, data, strict=True)))
+            entries, undecodable = split_entries(stream, list(zip(ids, data, strict=True)))
+            for bad in undecodable:
+                await self._dead_letter(stream, _str_id(bad.entry_id), bad.fields, bad.error, None)
             if entries:
-                await self._call_handler(entries)
+                await self._process(stream, entries, token)
             await self._ack(stream, ids)
         finally:
             inflight.difference_update(ids)
+            self._busy.pop(token, None)
+            self._last_error.pop(token, None)
 
     # -- processing --------------------------------------------------------------------------
 
-    async def _call_handler(self, entries: Sequence[LogEntry]) -> None:
+    async def _process(self, stream: str, entries: Sequence[LogEntry], token: object) -> None:
+        """Handle `entries`, isolating and dead-lettering any entry that can never succeed."""
         delay = 0.1
+        attempts = 0
         while True:
             try:
                 await self.handler(entries)
@@ -200,15 +312,130 @@ class LogConsumer:
             except Exception as exc:
                 if self._stopping:
                     raise
-                log.warning(
-                    "handler failed on %d entries (%s: %s); retrying in %.1fs",
-                    len(entries),
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
+                failure = exc
+            transient = is_transient(failure)
+            self._last_error[token] = describe(failure, 200)
+            self._instruments.failures.add(
+                1, {"group": self.group, "kind": "transient" if transient else "entry"}
+            )
+            if not transient and len(entries) > 1:
+                # Isolate: each half on its own, in order (handlers are idempotent).
+                mid = len(entries) // 2
+                await self._process(stream, entries[:mid], token)
+                await self._process(stream, entries[mid:], token)
+                return
+            if not transient:
+                attempts += 1
+                if (is_data_error(failure) or attempts >= self.max_attempts) and (
+                    await self._dependencies_up()
+                ):
+                    entry = entries[0]
+                    await self._dead_letter(
+                        stream, entry.entry_id, entry.fields, describe(failure), entry, failure
+                    )
+                    return
+            log.warning(
+                "handler failed on %d entries of %s (%s); retrying in %.1fs",
+                len(entries),
+                stream,
+                describe(failure, 300),
+                delay,
+                extra={"group": self.group, "transient": transient},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff_s)
+
+    async def _dependencies_up(self) -> bool:
+        """Whether this service's dependencies answer (then a failure is the entry's own)."""
+        try:
+            await asyncio.wait_for(self.probe() if self.probe else self.redis.ping(), 2.0)
+            return True
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+
+    async def _dead_letter(
+        self,
+        stream: str,
+        entry_id: str,
+        fields: Any,
+        error: str,
+        entry: LogEntry | None,
+        exc: BaseException | None = None,
+    ) -> None:
+        """Record one entry in its shard's dead-letter stream, count it and acknowledge it (one
+        step), after the service's hook; retried while Redis (or the hook's store) is away."""
+        delay = 0.1
+        if entry is not None and self.on_dead_letter is not None:
+            while True:
+                try:
+                    await self.on_dead_letter(entry, exc or RuntimeError(error))
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as hook_exc:
+                    if self._stopping:
+                        raise
+                    if not is_transient(hook_exc):
+                        log.error(
+                            "dead-letter hook failed on %s %s: %s",
+                            stream,
+                            entry_id,
+                            describe(hook_exc),
+                        )
+                        break
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff_s)
+        dead_key, count_key = self._dead_keys[stream]
+        record = dead_letter_record(
+            stream, entry_id, self.group, self.consumer, fields, error, now_ms()
+        )
+        delay = 0.1
+        while True:
+            try:
+                # One transaction on a single server (the keys share the shard's hash tag); a
+                # cluster pipeline sends them in order (at least once).
+                transaction = not isinstance(self.redis, RedisCluster)
+                async with self.redis.pipeline(transaction=transaction) as pipe:
+                    pipe.xadd(dead_key, record, maxlen=DEFAULT_DEAD_LETTER_MAXLEN, approximate=True)
+                    pipe.hincrby(count_key, self.group, 1)
+                    pipe.xack(stream, self.group, entry_id)
+                    await pipe.execute()
+                break
+            except REDIS_DOWN_ERRORS:
+                if self._stopping:
+                    raise
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
+        self._instruments.dead_letters.add(1, {"group": self.group})
+        log.error(
+            "dead-lettered log entry %s %s of group %s: %s",
+            stream,
+            entry_id,
+            self.group,
+            error,
+            extra={"stream": stream, "entry": entry_id, "group": self.group, "dead_key": dead_key},
+        )
+
+    def stuck_reason(self) -> str | None:
+        """Why this consumer is stuck (a batch unfinished for longer than `stuck_after_s`)."""
+        now = time.monotonic()
+        for token, (stream, since, n) in list(self._busy.items()):
+            age = now - since
+            if age > self.stuck_after_s:
+                error = self._last_error.get(token)
+                return (
+                    f"group {self.group}: a batch of {n} entries of {stream} unfinished for "
+                    f"{age:.0f}s" + (f" (last error {error})" if error else "")
+                )
+        return None
+
+    async def consumer_progress(self) -> None:
+        """Readiness check: raises while the consumer is stuck."""
+        reason = self.stuck_reason()
+        if reason is not None:
+            raise RuntimeError(reason)
 
     async def _ack(self, stream: str, ids: Sequence[bytes | str]) -> None:
         delay = 0.1

@@ -77,5 +77,48 @@ def setup_logging(service: str, node: str, level: str = "INFO", fmt: str = "json
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("uvicorn.access", "faststream", "websockets.server"):
+    for noisy in ("uvicorn.access", "faststream", "websockets.server", "httpx", "httpcore"):
+        # httpx logs every request at INFO (the monitor's /metrics scrapes, service calls).
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    if "faststream" in sys.modules:  # else `LogConsumer` does it (processes without one
+        tame_faststream_logging()  # never import FastStream)
+
+
+class _OneLine(logging.Filter):
+    """Turns a record's traceback into one `error` field: FastStream logs every failed read
+    (e.g. each poll while Redis restarts) with a full traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            error = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+            record.__dict__["error"] = error
+            record.msg = f"{record.getMessage()}: {error}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_FASTSTREAM_LOGGER = "roomstream.faststream"
+
+
+def tame_faststream_logging() -> logging.Logger:
+    """The logger to give FastStream brokers: it propagates to the project's JSON handler, and
+    tracebacks become one line. Also strips the handler FastStream installs on its own
+    `faststream` logger at import (non-JSON, `propagate = False`), which would otherwise print
+    plain-text lines whatever `setup_logging` did before FastStream was imported."""
+    import faststream  # noqa: F401  (its import installs the handler removed below)
+
+    for name in ("faststream", "faststream.access"):
+        own = logging.getLogger(name)
+        own.handlers[:] = []
+        own.propagate = True
+        if own.level < logging.WARNING:
+            own.setLevel(logging.WARNING)
+        if not any(isinstance(f, _OneLine) for f in own.filters):
+            own.addFilter(_OneLine())
+    logger = logging.getLogger(_FASTSTREAM_LOGGER)
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    return logger

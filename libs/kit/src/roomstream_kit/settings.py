@@ -78,6 +78,13 @@ class CommonSettings(BaseSettings):
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     heartbeat_ttl_s: float = Field(default=15.0, gt=0)
 
+    consumer_max_attempts: int = Field(default=5, ge=1)
+    """Times one log entry may fail with its dependencies up before it is dead-lettered (an entry
+    that fails with a data error, e.g. Postgres cannot store it, is dead-lettered at once)."""
+    consumer_stuck_after_s: float = Field(default=30.0, gt=0)
+    """A consumer whose current batch has been failing (or running) longer than this is stuck:
+    `/readyz` answers 503."""
+
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import orjson
+from roomstream_contracts.ids import user_id_problem
 from roomstream_kit.auth import issue_token
 from roomstream_kit.telemetry import metrics_response
 from websockets.asyncio.server import ServerConnection
@@ -93,8 +94,9 @@ class HttpRoutes:
             return respond(200, *page)
         if path == "/dev/token" and self.settings.dev_login:
             user = (query.get("user") or [""])[0].strip()
-            if not user or len(user) > 128:
-                return error_response(400, "bad_request", "user must be 1-128 characters")
+            problem = user_id_problem(user)  # also refuses U+0000 (contracts)
+            if problem is not None:
+                return error_response(400, "bad_request", problem)
             token = issue_token(
                 self.settings.jwt_secret,
                 user,

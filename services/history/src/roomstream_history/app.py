@@ -118,6 +118,7 @@ class HistoryService:
                 batch_size=s.batch_size,
                 poll_ms=s.poll_ms,
                 reclaim_idle_ms=s.reclaim_idle_ms,
+                probe=self.ready_dependencies,
             )
             # In the background: draining a long backlog (after a crash or an outage) must not
             # keep the API from serving.
@@ -168,6 +169,16 @@ class HistoryService:
         assert self.pool is not None
         await ping(self.pool)
 
+    async def ready_dependencies(self) -> None:
+        """Redis and Postgres answer (the consumer's probe before it dead-letters an entry)."""
+        await self.ready_redis()
+        await self.ready_postgres()
+
+    async def consumer_progress(self) -> None:
+        """503 while the consumer's current batch has been failing longer than the bound."""
+        if self.consumer is not None:
+            await self.consumer.consumer_progress()
+
 
 def create_app(settings: HistorySettings | None = None) -> Starlette:
     settings = settings or HistorySettings()
@@ -183,7 +194,7 @@ def create_app(settings: HistorySettings | None = None) -> Starlette:
             await svc.stop()
 
     app = Starlette(
-        routes=health_routes([svc.ready_redis, svc.ready_postgres]),
+        routes=health_routes([svc.ready_redis, svc.ready_postgres, svc.consumer_progress]),
         exception_handlers=counted_exception_handlers(svc.metrics),
         lifespan=lifespan,
     )

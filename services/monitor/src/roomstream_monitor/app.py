@@ -104,5 +104,8 @@ def create_app(settings: MonitorSettings) -> Starlette:
             shutdown_telemetry()
             log.info("monitor %s stopped", node)
 
+    async def consumer_progress() -> None:
+        await consumer.consumer_progress()  # 503 while a batch is stuck
+
     api = MonitorApi(settings, registry, collector, TokenVerifier(settings))
-    return build_app(api, [redis_ready], lifespan)
+    return build_app(api, [redis_ready, consumer_progress], lifespan)

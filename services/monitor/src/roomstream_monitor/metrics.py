@@ -59,6 +59,31 @@ class MonitorMetrics:
             description="Entries delivered to a consumer group but not acknowledged",
         )
 
+        m.create_observable_gauge(
+            "roomstream.monitor.consumer_behind",
+            unit="s",
+            callbacks=[self._behind],
+            description="Age of a consumer group's oldest unprocessed log entry (0: caught up)",
+        )
+        m.create_observable_gauge(
+            "roomstream.monitor.dead_letters",
+            callbacks=[self._dead],
+            description="Log entries a consumer group dead-lettered, all shards",
+        )
+
+    def _behind(self, options: CallbackOptions) -> Iterable[Observation]:
+        snap = self._snapshot()
+        return [
+            Observation(v / 1000, {"group": g})
+            for g, v in (snap or {}).get("consumer_behind_ms", {}).items()
+        ]
+
+    def _dead(self, options: CallbackOptions) -> Iterable[Observation]:
+        snap = self._snapshot()
+        return [
+            Observation(v, {"group": g}) for g, v in (snap or {}).get("dead_letters", {}).items()
+        ]
+
     def _nodes(self, options: CallbackOptions) -> Iterable[Observation]:
         snap = self._snapshot()
         if not snap:

@@ -1,7 +1,9 @@
 """The cluster snapshot behind `/api/stats`, `/api/timeseries` and the monitor's gauges.
 
 A background loop refreshes it every `stats_interval_s`: node records from the registry, consumer
-group lag / pending from `XINFO GROUPS` on every shard, a timed `PING`, the message rates from the
+group lag / pending from `XINFO GROUPS` on every shard, how far behind each group is (the age of
+its oldest unacknowledged or undelivered entry, `XPENDING`) and which groups are stuck (behind by
+more than `consumer_stuck_after_s`), the dead letters of each group (`dead-count` hashes), a timed `PING`, the message rates from the
 shared per-second buckets, and delivery latency percentiles scraped from the gateways' `/metrics`.
 The last `history` snapshots are kept in memory for the dashboard's charts.
 """
@@ -66,6 +68,40 @@ def sum_groups(infos: list[list[dict[str, Any]]]) -> tuple[dict[str, int], dict[
     return lag, pending
 
 
+def stream_id_ms(entry_id: bytes | str) -> int:
+    """The milliseconds part of a stream entry id."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    return int(text.split("-", 1)[0])
+
+
+def oldest_ms(
+    groups: list[dict[str, Any]], pending_min: dict[str, Any], next_ids: dict[str, Any]
+) -> dict[str, int]:
+    """Per group of one shard: the time (ms) of its oldest entry not yet processed, i.e. the
+    oldest pending entry, else the first entry after the last delivered one (lag > 0)."""
+    out: dict[str, int] = {}
+    for group in groups:
+        name = group["name"]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        candidates = []
+        if pending_min.get(name) is not None:
+            candidates.append(stream_id_ms(pending_min[name]))
+        if int(group.get("lag") or 0) > 0 and next_ids.get(name) is not None:
+            candidates.append(stream_id_ms(next_ids[name]))
+        if candidates:
+            out[name] = min(candidates)
+    return out
+
+
+def behind_view(
+    oldest: dict[str, int], now: int, stuck_after_s: float
+) -> tuple[dict[str, int], list[str]]:
+    """How far behind each group is (ms; 0 when caught up) and the stuck groups."""
+    behind = {g: max(0, now - ms) for g, ms in oldest.items()}
+    stuck = sorted(g for g, ms in behind.items() if ms > stuck_after_s * 1000)
+    return behind, stuck
+
+
 class Collector:
     def __init__(
         self,
@@ -109,13 +145,51 @@ class Collector:
         return round(elapsed * 1000, 3)
 
     async def consumer_groups(self) -> tuple[dict[str, int], dict[str, int]]:
+        lag, pending, _ = await self.consumer_state()
+        return lag, pending
+
+    async def consumer_state(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """Lag and pending per group (all shards), and the time (ms) of each group's oldest
+        unprocessed entry over all shards."""
         infos = []
+        oldest: dict[str, int] = {}
         for stream in self.keys.all_logs():
             try:
-                infos.append(await self.redis.xinfo_groups(stream))
+                groups = await self.redis.xinfo_groups(stream)
             except ResponseError:
                 continue  # the shard does not exist yet
-        return sum_groups(infos)
+            infos.append(groups)
+            pending_min: dict[str, Any] = {}
+            next_ids: dict[str, Any] = {}
+            for group in groups:
+                name = group["name"]
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                if int(group.get("pending") or 0) > 0:
+                    summary: Any = await self.redis.xpending(stream, name)
+                    pending_min[name] = summary.get("min")
+                if int(group.get("lag") or 0) > 0:
+                    last = group.get("last-delivered-id") or b"0-0"
+                    last = last.decode() if isinstance(last, bytes) else str(last)
+                    nxt: Any = await self.redis.xrange(stream, f"({last}", "+", count=1)
+                    if nxt:
+                        next_ids[name] = nxt[0][0]
+            for name, ms in oldest_ms(groups, pending_min, next_ids).items():
+                oldest[name] = min(ms, oldest.get(name, ms))
+        lag, pending = sum_groups(infos)
+        return lag, pending, oldest
+
+    async def dead_letters(self) -> dict[str, int]:
+        """Entries each consumer group dead-lettered, over all shards (`dead-count` hashes)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for shard in range(self.keys.shards):
+                pipe.hgetall(self.keys.dead_letter_counts(shard))
+            replies: list[dict[bytes, bytes]] = await pipe.execute()
+        counts: dict[str, int] = {}
+        for reply in replies:
+            for group, n in reply.items():
+                name = group.decode() if isinstance(group, bytes) else str(group)
+                counts[name] = counts.get(name, 0) + int(n)
+        return counts
 
     async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
         window = self.settings.rate_window_s
@@ -173,7 +247,9 @@ class Collector:
         deadline = now - int(self.settings.node_timeout_s * 1000)
         live = [r for r in records if r.fields and r.last_beat_ms > deadline]
         per_node = sorted((node_view(r) for r in live), key=lambda v: (v["kind"], v["node"]))
-        lag, pending = await self.consumer_groups()
+        lag, pending, oldest = await self.consumer_state()
+        behind, stuck = behind_view(oldest, now, self.settings.consumer_stuck_after_s)
+        dead = await self.dead_letters()
         rate, busiest, series = await self.rates(now // 1000)
         failed = await self.registry.failed(now - self.settings.failed_keep_s * 1000)
         gateways = [r for r in live if r.kind == "gateway"]
@@ -185,6 +261,9 @@ class Collector:
             "busiest_rooms": busiest,
             "consumer_lag": lag,
             "consumer_pending": pending,
+            "consumer_behind_ms": {g: behind.get(g, 0) for g in lag},
+            "consumer_stuck": stuck,
+            "dead_letters": dead,
             "redis_latency_ms": redis_ms,
             "delivery_latency_ms": await self.delivery_latency(gateways),
             "failed_nodes": [{"node": n, "failed_ms": ms} for n, ms in failed],
@@ -202,6 +281,7 @@ class Collector:
                 "messages_per_s": rate,
                 "delivery_latency_ms": snap["delivery_latency_ms"],
                 "consumer_lag": lag,
+                "dead_letters": dead,
             }
         )
         self._series = series

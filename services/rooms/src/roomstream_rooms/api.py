@@ -17,7 +17,7 @@ import asyncpg
 from pydantic import BaseModel, ConfigDict, Field
 from roomstream_contracts.errors import ErrorCode
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import RoomId, UserId, is_room_id
+from roomstream_contracts.ids import RoomId, SafeStr, UserId, is_room_id, user_id_problem
 from roomstream_contracts.tokens import TokenClaims
 from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.eventlog import Access, AppendResult, AppendStatus, EventLog, RoomCheck
@@ -34,7 +34,6 @@ from .projection import membership_envelope, room_created_envelope
 from .projector import Projector
 from .readmodels import ReadModels
 
-MAX_USER_CHARS = 128
 _tracer = tracer("roomstream.rooms")
 
 
@@ -44,7 +43,7 @@ class CreateRoomBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
     id: RoomId | None = None
-    name: str = Field(min_length=1, max_length=200)
+    name: SafeStr = Field(min_length=1, max_length=200)
     kind: Literal["public", "private"]
     members: list[UserId] = Field(default_factory=list, max_length=1000)
     owner: UserId | None = None
@@ -324,6 +323,7 @@ def _room_param(request: Request) -> str:
 
 def _user_param(request: Request) -> str:
     user = str(request.path_params["user"])
-    if not 1 <= len(user) <= MAX_USER_CHARS:
-        raise ApiError(ErrorCode.BAD_REQUEST, f"a user id is 1 to {MAX_USER_CHARS} characters")
+    problem = user_id_problem(user)
+    if problem is not None:
+        raise ApiError(ErrorCode.BAD_REQUEST, problem)
     return user

@@ -104,6 +104,11 @@ def create_app(settings: RoomsSettings) -> Starlette:
     async def consumer_ready() -> None:
         if not state.get("consuming"):
             raise RuntimeError("the consumer has not started")
+        await state["consumer"].consumer_progress()  # 503 while a batch is stuck
+
+    async def dependencies() -> None:
+        await redis_ready()
+        await postgres_ready()
 
     routes = health_routes([redis_ready, postgres_ready, consumer_ready])
 
@@ -135,6 +140,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
         )
         app.router.routes.extend(users.routes())
         await projector.resync()
+        await projector.load_skipped()
         consumer = LogConsumer(
             settings,
             redis,
@@ -144,7 +150,10 @@ def create_app(settings: RoomsSettings) -> Starlette:
             batch_size=settings.batch_size,
             poll_ms=settings.poll_ms,
             reclaim_idle_ms=settings.reclaim_idle_ms,
+            on_dead_letter=projector.skip_dead_letter,
+            probe=dependencies,
         )
+        state["consumer"] = consumer
         await consumer.start()
         state["consuming"] = True
         heartbeat = Heartbeat(

@@ -7,6 +7,8 @@ Ordering rules (docs/rooms.md, "Projection"):
 - a room's sequenced events are applied strictly in seq order: seq <= last applied is skipped
   (idempotency), a seq beyond last+1 is a *gap* (an earlier event is still pending with another
   consumer) that must be filled before anything later is applied;
+- a seq the consumer dead-lettered (`room_skipped_seqs`) counts as present and is applied
+  without effect, so a room never waits on an event that can never be applied;
 - connection events are idempotent by connection id; a closed connection stays closed;
 - incarnations: every node id's process lives are numbered (`incarnation`, growing). An event of
   incarnation I of a node (`node_started`, `connected`, `disconnected`) means every older one is
@@ -19,7 +21,7 @@ Ordering rules (docs/rooms.md, "Projection"):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from roomstream_contracts.events import (
@@ -53,31 +55,40 @@ class RoomPlan:
     """Events to apply now, consecutive seqs starting at last applied + 1."""
     gap: tuple[int, int] | None = None
     """Inclusive seq range missing before the first pending event (fill it, then plan again)."""
+    through: int | None = None
+    """The last seq this plan covers, applied or skipped (None: nothing)."""
 
     @property
     def last_seq(self) -> int | None:
-        return self.apply[-1].seq if self.apply else None
+        return self.through
 
 
-def plan_room(last_applied: int, events: Iterable[Envelope]) -> RoomPlan:
-    """Order, deduplicate and cut a room's events against its last applied seq."""
+def plan_room(
+    last_applied: int, events: Iterable[Envelope], skipped: Collection[int] = ()
+) -> RoomPlan:
+    """Order, deduplicate and cut a room's events against its last applied seq; `skipped` seqs
+    (dead-lettered) count as present and are never applied, even when an event has them."""
     by_seq: dict[int, Envelope] = {}
     for env in events:
         if env.seq is not None and env.seq > last_applied:
             by_seq.setdefault(env.seq, env)
     if not by_seq:
         return RoomPlan([])
-    first = min(by_seq)
+    skip = {s for s in skipped if s > last_applied}
+    first = min([*by_seq, *skip])
     if first > last_applied + 1:
         return RoomPlan([], (last_applied + 1, first - 1))
     apply: list[Envelope] = []
     nxt = last_applied + 1
-    while nxt in by_seq:
-        apply.append(by_seq[nxt])
+    while nxt in by_seq or nxt in skip:
+        if nxt not in skip:
+            apply.append(by_seq[nxt])
         nxt += 1
+    through = nxt - 1 if nxt - 1 > last_applied else None
     # Anything beyond a hole inside the batch waits: the hole is filled on the retry.
-    gap = (nxt, min(s for s in by_seq if s > nxt) - 1) if len(apply) < len(by_seq) else None
-    return RoomPlan(apply, gap)
+    later = [s for s in by_seq if s > nxt]
+    gap = (nxt, min(later) - 1) if later else None
+    return RoomPlan(apply, gap, through)
 
 
 # -- room changes ----------------------------------------------------------------------------

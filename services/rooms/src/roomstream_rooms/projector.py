@@ -26,9 +26,11 @@ import asyncpg
 from pydantic import ValidationError
 from roomstream_contracts.codec import decode_envelope
 from roomstream_contracts.events import Envelope
+from roomstream_contracts.ids import make_storable, now_ms
 from roomstream_contracts.streams import FIELD_EVENT
 from roomstream_kit.consumer import LogEntry
 from roomstream_kit.eventlog import EventLog
+from roomstream_kit.failures import Retry, describe
 from roomstream_kit.redis import AnyRedis
 from roomstream_kit.telemetry import extract_context, inject_context, tracer
 
@@ -58,8 +60,9 @@ log = logging.getLogger(__name__)
 _tracer = tracer("roomstream.rooms")
 
 
-class GapPending(Exception):
-    """A room's next events are neither in this batch nor in its recent buffer yet."""
+class GapPending(Retry):
+    """A room's next events are neither in this batch nor in its recent buffer yet (a `Retry`:
+    transient, the consumer waits for them and never dead-letters because of it)."""
 
 
 @dataclass(slots=True)
@@ -106,6 +109,15 @@ class Projector:
         self.applied = applied
         self.lock = asyncio.Lock()
         """Serializes every read-model writer of this process (batches and API refills)."""
+        self.skipped: dict[str, set[int]] = {}
+        """Dead-lettered seqs by room known to this process (`load_skipped`, the hook); others'
+        are read from Postgres when a gap needs them."""
+
+    async def load_skipped(self) -> None:
+        """Load every skipped seq (start-up, rebuild): an event of the log that was dead-lettered
+        is never applied, even when it is delivered again."""
+        async with self.pool.acquire() as conn:
+            self.skipped = await store.all_skipped_seqs(conn)
 
     # -- the consumer's handler ----------------------------------------------------------------
 
@@ -143,9 +155,10 @@ class Projector:
         b = _Batch()
         # Every membership the batch mentions, also in skipped events (their read models are
         # rewritten too: that repairs a crash between an earlier commit and its Redis writes).
-        for events in by_room.values():
+        for room, events in by_room.items():
+            dead = self.skipped.get(room, ())
             for env in events:
-                if env.kind in ROOM_KINDS:
+                if env.kind in ROOM_KINDS and env.seq not in dead:  # dead-lettered: never
                     change = _safe_room_change(env)
                     if change is not None:
                         b.rooms.add(change.room)
@@ -212,11 +225,13 @@ class Projector:
     async def _apply_room(
         self, conn: store.Conn, room: str, last: int, events: list[Envelope], b: _Batch
     ) -> None:
-        plan = plan_room(last, events)
+        skipped: set[int] = set(self.skipped.get(room, ()))
+        plan = plan_room(last, events, skipped)
         while plan.gap is not None:
-            filled = await self._fill_gap(room, *plan.gap)
+            skipped |= await store.skipped_seqs(conn, room, *plan.gap)
+            filled = await self._fill_gap(room, *plan.gap, skipped)
             events = events + filled
-            plan = plan_room(last, events)
+            plan = plan_room(last, events, skipped)
         b.skipped += sum(1 for e in events if e.seq is not None and e.seq <= last)
         # Which of the memberships these events touch exist before them (for `online` notices).
         pairs = {
@@ -243,12 +258,27 @@ class Projector:
             await store.set_last_seq(conn, room, plan.last_seq)
             b.new_last[room] = plan.last_seq
 
-    async def _fill_gap(self, room: str, first: int, last: int) -> list[Envelope]:
-        """Events `first..last` of `room` from its recent buffer, or `GapPending`."""
+    async def _fill_gap(
+        self, room: str, first: int, last: int, skipped: set[int]
+    ) -> list[Envelope]:
+        """Events `first..last` of `room` from its recent buffer, or `GapPending`.
+
+        Seqs in `skipped` (dead-lettered) are not taken; an entry of the buffer that cannot be
+        decoded (its log entry was dead-lettered undecoded) is added to `skipped`."""
         with self.metrics.timed_redis():
             raw: Any = await self.redis.xrange(self.keys.recent(room), f"{first}-0", f"{last}-0")
-        found = [decode_envelope(fields[FIELD_EVENT]) for _, fields in raw]
-        if len(found) != last - first + 1:
+        found: list[Envelope] = []
+        for entry_id, fields in raw:
+            seq = int(str(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)[:-2])
+            if seq in skipped:
+                continue
+            try:
+                found.append(decode_envelope(fields[FIELD_EVENT]))
+            except (KeyError, ValueError) as exc:
+                log.error("room %s: recent seq %d cannot be decoded, skipped: %s", room, seq, exc)
+                skipped.add(seq)
+        covered = len(found) + sum(1 for s in skipped if first <= s <= last)
+        if covered != last - first + 1:
             raise GapPending(f"room {room}: seq {first}..{last} not available yet")
         log.info("filled gap %d..%d of room %s from its recent buffer", first, last, room)
         return found
@@ -287,6 +317,28 @@ class Projector:
                 for cid, (user, node, live) in conns.items():
                     self.rm.set_conn(pipe, cid, user, node, live)
                 await pipe.execute()
+
+    async def skip_dead_letter(self, entry: LogEntry, exc: BaseException) -> None:
+        """The consumer's dead-letter hook: a sequenced event that can never be applied has its
+        seq recorded as skipped (and counted as applied when it is the room's next one), so the
+        room's later events do not wait on it."""
+        env = entry.envelope
+        if not (env.sequenced and env.room and env.seq is not None):
+            return
+        room, seq = env.room, env.seq
+        async with self.lock, self.pool.acquire() as conn, conn.transaction():
+            await store.lock_projection(conn)
+            await store.add_skipped_seq(
+                conn, room, seq, make_storable(env.id), make_storable(describe(exc)), now_ms()
+            )
+            last = (await store.last_seqs(conn, [room])).get(room)
+            advanced = last is not None and last == seq - 1
+            if advanced:
+                await store.set_last_seq(conn, room, seq)
+        self.skipped.setdefault(room, set()).add(seq)
+        log.warning("room %s: seq %d is skipped (dead-lettered)", room, seq)
+        if advanced and self.applied is not None:
+            self.applied.advance({room: seq})
 
     # -- refills (start-up, API fallback) --------------------------------------------------------
 

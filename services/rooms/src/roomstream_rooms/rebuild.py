@@ -40,6 +40,7 @@ async def rebuild(settings: RoomsSettings, *, chunk: int = 1000) -> dict[str, An
             await store.lock_projection(conn)
             await store.truncate(conn)
         deleted = await read_models.delete_all()
+        await projector.load_skipped()  # dead-lettered events stay skipped (docs/rooms.md)
         entries = 0
         for stream in settings.keys.all_logs():
             start = "-"

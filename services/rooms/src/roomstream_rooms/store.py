@@ -101,6 +101,40 @@ async def apply_room_change(conn: Conn, change: RoomChange) -> None:
         )
 
 
+async def add_skipped_seq(
+    conn: Conn, room: str, seq: int, event_id: str, error: str, at_ms: int
+) -> None:
+    """Record a dead-lettered sequenced event: its seq counts as applied (without effect)."""
+    await conn.execute(
+        """INSERT INTO room_skipped_seqs (room, seq, event_id, error, skipped_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING""",
+        room,
+        seq,
+        event_id,
+        error,
+        at_ms,
+    )
+
+
+async def skipped_seqs(conn: Conn, room: str, first: int, last: int) -> set[int]:
+    """The skipped seqs of `room` in `first..last`."""
+    rows = await conn.fetch(
+        "SELECT seq FROM room_skipped_seqs WHERE room = $1 AND seq BETWEEN $2 AND $3",
+        room,
+        first,
+        last,
+    )
+    return {r["seq"] for r in rows}
+
+
+async def all_skipped_seqs(conn: Conn) -> dict[str, set[int]]:
+    """Every skipped seq, by room (kept across a rebuild: the log still holds those events)."""
+    out: dict[str, set[int]] = {}
+    for r in await conn.fetch("SELECT room, seq FROM room_skipped_seqs"):
+        out.setdefault(r["room"], set()).add(r["seq"])
+    return out
+
+
 async def set_last_seq(conn: Conn, room: str, seq: int) -> None:
     await conn.execute(
         "UPDATE rooms SET last_seq = GREATEST(last_seq, $2) WHERE id = $1", room, seq

@@ -1,4 +1,4 @@
-"""Entry point of the `roomstream` command: `up`, `token`, `schema`, `bench`."""
+"""Entry point of the `roomstream` command: `up`, `token`, `schema`, `bench`, `dead-letters`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import schema_cmd, token_cmd, up
+from . import deadletters_cmd, schema_cmd, token_cmd, up
 from .bench.command import add_parser as add_bench_parser
 
 
@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     token_cmd.add_parser(sub)
     schema_cmd.add_parser(sub)
     add_bench_parser(sub)
+    deadletters_cmd.add_parser(sub)
     return p
 
 

@@ -104,9 +104,31 @@ function renderStats(stats) {
     li.textContent = `${f.node} — declared dead at ${new Date(f.failed_ms).toLocaleTimeString()}`;
     return li;
   }));
+  renderGroups(stats);
   charts.rooms.data.labels = stats.busiest_rooms.map((r) => r.room);
   charts.rooms.data.datasets[0].data = stats.busiest_rooms.map((r) => r.messages_per_s);
   charts.rooms.update();
+}
+
+// Consumer groups: lag, how far behind, stuck, dead letters (docs/monitor.md).
+function renderGroups(stats) {
+  const dead = stats.dead_letters || {};
+  const behind = stats.consumer_behind_ms || {};
+  const stuck = new Set(stats.consumer_stuck || []);
+  const groups = [...new Set([...Object.keys(stats.consumer_lag), ...Object.keys(dead)])].sort();
+  document.querySelector("#groups tbody").replaceChildren(...groups.map((g) => {
+    const tr = document.createElement("tr");
+    tr.dataset.group = g;
+    if (stuck.has(g) || dead[g]) tr.className = "alert";
+    const cells = [g, stats.consumer_lag[g] ?? 0, (stats.consumer_pending || {})[g] ?? 0,
+      ((behind[g] ?? 0) / 1000).toFixed(1), stuck.has(g) ? "yes" : "no", dead[g] ?? 0];
+    for (const v of cells) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
 }
 
 function renderSeries(series) {
