@@ -52,16 +52,13 @@ UP_TIMEOUT_S = 240.0
 pytestmark = pytest.mark.timeout(1500)  # a fresh machine builds everything (docs/operations.md)
 
 
-def test_ports(names: list[str]) -> dict[str, int]:
+def pick_ports(names: list[str]) -> dict[str, int]:
     ports: dict[str, int] = {}
     while len(ports) < len(names):
         port = free_port()
         if port not in RESERVED and port not in ports.values():
             ports[names[len(ports)]] = port
     return ports
-
-
-test_ports.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
 @dataclass
@@ -158,7 +155,17 @@ def compose_config(files: list[Path], env: dict[str, str]) -> dict[str, Any]:
     return config
 
 
-def prepare(engine: DockerEngine, work: Path) -> tuple[Stack, dict[str, int], str]:
+@dataclass
+class Prepared:
+    compose_file: Path
+    """compose.yaml + the override, resolved, `ports:` dropped: what `up` runs."""
+    ports: dict[str, int]
+    secret: str
+    env: dict[str, str]
+    """The environment `docker-compose` interpolates compose.yaml with."""
+
+
+def prepare(work: Path) -> Prepared:
     """The override file, the balancer's config and the environment of one compose project.
 
     compose.yaml + the override are resolved by `docker-compose config` and brought up with their
@@ -173,7 +180,7 @@ def prepare(engine: DockerEngine, work: Path) -> tuple[Stack, dict[str, int], st
     }
     production = compose_config([COMPOSE], env)
     services = default_services(production)
-    ports = test_ports([n for n, s in services.items() if listen_port(n, s) is not None])
+    ports = pick_ports([n for n, s in services.items() if listen_port(n, s) is not None])
     cfg = work / "haproxy.cfg"
     cfg.write_text(haproxy_config(HAPROXY_CFG.read_text(), ports))
     images = {n: compose_images.STAND_INS[n] for n in ("redis", "postgres", "haproxy")}
@@ -197,8 +204,7 @@ def prepare(engine: DockerEngine, work: Path) -> tuple[Stack, dict[str, int], st
         svc.pop("ports", None)
     resolved = work / "compose.resolved.yaml"
     resolved.write_text(yaml.safe_dump(merged, sort_keys=False))
-    stack = Stack(engine, [resolved], f"rstest{uuid.uuid4().hex[:8]}", env)
-    return stack, ports, secret
+    return Prepared(resolved, ports, secret, env)
 
 
 def tear_down(stack: Stack, work: Path) -> None:
@@ -211,7 +217,10 @@ async def test_compose_up_chat_through_haproxy_and_kill_a_gateway(tmp_path: Path
     times: dict[str, float] = {}
     with engine_for(tmp_path) as engine:
         times |= await asyncio.to_thread(compose_images.build_all, engine, tmp_path)
-        stack, ports, secret = await asyncio.to_thread(prepare, engine, tmp_path)
+        prepared = await asyncio.to_thread(prepare, tmp_path)
+        project = f"rstest{uuid.uuid4().hex[:8]}"
+        stack = Stack(engine, [prepared.compose_file], project, prepared.env)
+        ports, secret = prepared.ports, prepared.secret
         try:
             await run_stack(stack, ports, secret, times)
         finally:
@@ -281,9 +290,7 @@ async def chat_and_kill(stack: Stack, ports: dict[str, int], secret: str) -> Non
         await asyncio.to_thread(stack.engine.run, "kill", stack.containers()["gateway-1"]["Id"])
         await asyncio.wait_for(asyncio.gather(*senders), timeout=120)
         killed = stack.containers()["gateway-1"]["State"]
-        assert (killed["Status"], killed["ExitCode"]) == ("exited", 137), (
-            killed
-        )  # SIGKILL, stays down
+        assert (killed["Status"], killed["ExitCode"]) == ("exited", 137), killed  # stays down
         assert victim.node == "gateway-2", victim.nodes  # resumed through the balancer
         last = max(seq for c in pair for seq in c.acked.values())
         await wait_for(lambda: all(c.last_seq() >= last for c in pair), "both caught up")
