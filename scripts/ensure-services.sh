@@ -48,10 +48,15 @@ echo "ensure-services: Redis and PostgreSQL answer" >&2
 # Deployment tests (tests/deploy): the real load balancer (HAProxy), the offline compose.yaml
 # validator (Debian's docker-compose runs `config` without an engine) and redis-cli for the
 # Redis Cluster fixture. Installed from Debian's packages when missing.
+# The compose test (tests/deploy/test_compose_up.py) also needs a Docker engine (docker.io: dockerd,
+# containerd, runc and a client; the test starts its own dockerd, none is started here) and
+# debootstrap for its locally built Debian base image.
 deploy_pkgs=()
 command -v haproxy >/dev/null 2>&1 || deploy_pkgs+=(haproxy)
 command -v docker-compose >/dev/null 2>&1 || deploy_pkgs+=(docker-compose)
 command -v redis-cli >/dev/null 2>&1 || deploy_pkgs+=(redis-tools)
+PATH="$PATH:/usr/sbin:/sbin" command -v dockerd >/dev/null 2>&1 || deploy_pkgs+=(docker.io)
+PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1 || deploy_pkgs+=(debootstrap)
 if [ ${#deploy_pkgs[@]} -gt 0 ]; then
   echo "ensure-services: installing ${deploy_pkgs[*]}" >&2
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${deploy_pkgs[@]}") >/dev/null 2>&1 \

@@ -55,6 +55,8 @@ class Chatter:
     user: str
     urls: list[str]
     room: str
+    token_for: Callable[[str], str] = make_token
+    """Mints the user's token (a deployment with a secret of its own passes its minter)."""
     client: Client = field(init=False)
     joined_seq: int = 0
     events: list[Event] = field(default_factory=list)
@@ -65,7 +67,7 @@ class Chatter:
     _reader: asyncio.Task[None] | None = None
 
     async def start(self) -> Chatter:
-        self.client = Client(self.urls, make_token(self.user), on_event=self.events.append)
+        self.client = Client(self.urls, self.token_for(self.user), on_event=self.events.append)
         welcome = await self.client.connect()
         self.nodes.append(welcome.node)
         joined = await self.client.join(self.room)
