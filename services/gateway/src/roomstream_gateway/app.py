@@ -26,7 +26,7 @@ from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.redis import REDIS_DOWN_ERRORS
-from roomstream_kit.shutdown import arm_shutdown_deadline
+from roomstream_kit.shutdown import arm_shutdown_deadline, cancel_and_wait
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -43,6 +43,11 @@ from .tail import Tail
 from .upstream import Upstream
 
 log = logging.getLogger("roomstream_gateway")
+
+BACKGROUND_STOP_S = 2.0
+"""How long a stop waits for the tail and heartbeat tasks after cancelling them."""
+DEREGISTER_TIMEOUT_S = 1.0
+"""How long a stop tries to remove the node record."""
 
 
 class Gateway:
@@ -382,7 +387,11 @@ class Gateway:
         for conn in list(self.server.connections):  # still open past the bound: drop them
             conn.transport.abort()
         await self.stop_background()
-        await self.heartbeat.stop(deregister=True)
+        # Removing the node record is a courtesy (the monitor notices a missing heartbeat
+        # anyway): a Redis that does not answer must not hold the stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
+                await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
         if self.pipe is not None:
             self.pipe.close()
@@ -390,10 +399,10 @@ class Gateway:
         await self.tail_redis.aclose()
 
     async def stop_background(self) -> None:
-        tasks = list(self.essential.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop the tail and the heartbeat loop, bounded: a task that swallows its cancellation
+        (a library's `wait_for` on Python 3.11) cannot hold the stop."""
+        self.tail.stop()
+        await cancel_and_wait(self.essential.values(), BACKGROUND_STOP_S, "background tasks")
 
 
 def _url_host(host: str) -> str:
