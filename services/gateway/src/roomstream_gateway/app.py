@@ -276,15 +276,16 @@ class Gateway:
             raise
 
     async def _subscribe_and_welcome(self, session: Session) -> None:
-        session.held = {}  # pending reply: rooms added meanwhile (member_joined) are held too
+        """Subscribe (held) before reading the seqs, so nothing falls between; the core drops
+        live frames at or below the welcome seqs (the tail may lag behind them)."""
         self.hub.add(session)
+        peer = session.peer
+        assert peer is not None
         rooms = sorted(
             m.decode() if isinstance(m, bytes) else m
             for m in await self.redis.smembers(self.keys.user_rooms(session.user))
         )
-        for room in rooms:
-            session.hold(room)
-            self.hub.subscribe(session, room)
+        self.hub.core.begin_welcome(peer, rooms)
         seqs: list[Any] = []
         if rooms:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -292,29 +293,17 @@ class Gateway:
                     pipe.hget(self.keys.seq(self.keys.room_shard(room)), room)
                 seqs = await pipe.execute()
         positions = {room: int(s or 0) for room, s in zip(rooms, seqs, strict=True)}
-        for room, seq in positions.items():
-            if room in session.rooms:
-                session.rooms[room] = seq
-        frames = [
-            wire(
-                frame(
-                    "welcome",
-                    conn=session.id,
-                    user=session.user,
-                    node=self.node,
-                    rooms={room: {"seq": seq} for room, seq in positions.items()},
-                    heartbeat=self.settings.ping_interval_s,
-                    protocol=1,
-                )
-            )
-        ]
-        for room in rooms:  # live frames that arrived meanwhile, past the welcome seq
-            for held_seq, payload in session.release(room):
-                if held_seq is None or held_seq > positions[room]:
-                    frames.append(wire(payload))
-        for other in session.release_all():  # rooms added by member_joined meanwhile
-            frames.extend(wire(payload) for _, payload in other)
-        self.hub.write(session, frames)
+        kept, live = self.hub.core.finish_welcome(peer, positions)
+        welcome = frame(
+            "welcome",
+            conn=session.id,
+            user=session.user,
+            node=self.node,
+            rooms={room: {"seq": seq} for room, seq in kept.items()},
+            heartbeat=self.settings.ping_interval_s,
+            protocol=1,
+        )
+        self.hub.write(session, [wire(welcome), *live])
 
     def _event(self, session: Session, kind: EventKind, data: dict[str, Any]) -> Envelope:
         return Envelope(
