@@ -1,11 +1,10 @@
-"""The gateway's pure pieces: token bucket, handshake rules, replay assessment, frame bytes."""
+"""The gateway's pure pieces: token bucket, handshake rules, frame bytes."""
 
 from __future__ import annotations
 
 from roomstream_gateway.auth import origin_allowed, token_from_request
 from roomstream_gateway.hub import wire
 from roomstream_gateway.ratelimit import TokenBucket
-from roomstream_gateway.replay import assess, has_hole
 from websockets.datastructures import Headers
 from websockets.frames import Frame
 from websockets.streams import StreamReader
@@ -38,16 +37,6 @@ def test_token_sources_in_order():
     assert token_from_request(Headers(), "/ws?access_token=") == ""
 
 
-def test_assess_replay():
-    ev = [{"seq": s} for s in (5, 6, 7)]
-    assert assess(ev, 4, 7).recovered is True
-    gone = assess(ev, 2, 7)
-    assert (gone.recovered, gone.first_available) == (False, 5)
-    assert assess([], 7, 7).recovered is True
-    nothing = assess([], 3, 7)
-    assert (nothing.recovered, nothing.first_available) == (False, 8)
-
-
 def test_wire_is_a_valid_unmasked_text_frame():
     payload, data = wire(b'{"type":"pong"}')
     reader = StreamReader()
@@ -58,9 +47,3 @@ def test_wire_is_a_valid_unmasked_text_frame():
     except StopIteration as done:
         frame = done.value
     assert frame.data == payload and frame.fin and frame.opcode.name == "TEXT"
-
-
-def test_hole_detection():
-    assert not has_hole([{"seq": 3}, {"seq": 4}])
-    assert has_hole([{"seq": 3}, {"seq": 5}])
-    assert not has_hole([])

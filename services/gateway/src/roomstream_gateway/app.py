@@ -32,7 +32,7 @@ from roomstream_kit.eventlog import EventLog
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat, node_started_envelope
 from roomstream_kit.redis import redis_unavailable
-from roomstream_kit.shutdown import arm_shutdown_deadline
+from roomstream_kit.shutdown import arm_shutdown_deadline, cancel_and_wait
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -51,6 +51,11 @@ from .tokens import TokenLifecycle
 from .upstream import Upstream
 
 log = logging.getLogger("roomstream_gateway")
+
+BACKGROUND_STOP_S = 2.0
+"""How long a stop waits for the tail and heartbeat tasks after cancelling them."""
+DEREGISTER_TIMEOUT_S = 1.0
+"""How long a stop tries to remove the node record."""
 
 
 class Gateway:
@@ -314,15 +319,16 @@ class Gateway:
             raise
 
     async def _subscribe_and_welcome(self, session: Session) -> None:
-        session.held = {}  # pending reply: rooms added meanwhile (member_joined) are held too
+        """Subscribe (held) before reading the seqs, so nothing falls between; the core drops
+        live frames at or below the welcome seqs (the tail may lag behind them)."""
         self.hub.add(session)
+        peer = session.peer
+        assert peer is not None
         rooms = sorted(
             m.decode() if isinstance(m, bytes) else m
             for m in await self.redis.smembers(self.keys.user_rooms(session.user))
         )
-        for room in rooms:
-            session.hold(room)
-            self.hub.subscribe(session, room)
+        self.hub.core.begin_welcome(peer, rooms)
         seqs: list[Any] = []
         if rooms:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -334,39 +340,27 @@ class Gateway:
                 replies = await pipe.execute()
             # The user's rooms come from a read model the projection updates later: a room whose
             # roster (the membership authority) no longer has the user is not subscribed.
-            kept = []
+            still: list[str] = []
             for i, room in enumerate(rooms):
                 seq, seeded, member = replies[3 * i : 3 * i + 3]
                 if seeded and not member:
                     self.hub.unsubscribe(session, room)
                     continue
-                kept.append(room)
+                still.append(room)
                 seqs.append(seq)
-            rooms = kept
+            rooms = still
         positions = {room: int(s or 0) for room, s in zip(rooms, seqs, strict=True)}
-        for room, seq in positions.items():
-            if room in session.rooms:
-                session.rooms[room] = seq
-        frames = [
-            wire(
-                frame(
-                    "welcome",
-                    conn=session.id,
-                    user=session.user,
-                    node=self.node,
-                    rooms={room: {"seq": seq} for room, seq in positions.items()},
-                    heartbeat=self.settings.ping_interval_s,
-                    protocol=1,
-                )
-            )
-        ]
-        for room in rooms:  # live frames that arrived meanwhile, past the welcome seq
-            for held_seq, payload in session.release(room):
-                if held_seq is None or held_seq > positions[room]:
-                    frames.append(wire(payload))
-        for other in session.release_all():  # rooms added by member_joined meanwhile
-            frames.extend(wire(payload) for _, payload in other)
-        self.hub.write(session, frames)
+        kept, live = self.hub.core.finish_welcome(peer, positions)
+        welcome = frame(
+            "welcome",
+            conn=session.id,
+            user=session.user,
+            node=self.node,
+            rooms={room: {"seq": seq} for room, seq in kept.items()},
+            heartbeat=self.settings.ping_interval_s,
+            protocol=1,
+        )
+        self.hub.write(session, [wire(welcome), *live])
 
     def _event(self, session: Session, kind: EventKind, data: dict[str, Any]) -> Envelope:
         return Envelope(
@@ -489,7 +483,11 @@ class Gateway:
             conn.transport.abort()
         self.tokens.stop()
         await self.stop_background()
-        await self.heartbeat.stop(deregister=True)
+        # Removing the node record is a courtesy (the monitor notices a missing heartbeat
+        # anyway): a Redis that does not answer must not hold the stop.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
+                await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
         if self.pipe is not None:
             self.pipe.close()
@@ -497,10 +495,10 @@ class Gateway:
         await self.tail_redis.aclose()
 
     async def stop_background(self) -> None:
-        tasks = list(self.essential.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop the tail and the heartbeat loop, bounded: a task that swallows its cancellation
+        (a library's `wait_for` on Python 3.11) cannot hold the stop."""
+        self.tail.stop()
+        await cancel_and_wait(self.essential.values(), BACKGROUND_STOP_S, "background tasks")
 
 
 def _url_host(host: str) -> str:

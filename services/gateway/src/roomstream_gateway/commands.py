@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from roomstream_contracts.codec import client_frame_of, error_frame, frame, parse_command
+from roomstream_contracts.codec import error_frame, frame, parse_command
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.events import (
     Envelope,
@@ -47,10 +47,11 @@ from roomstream_kit.redis import AnyRedis, redis_unavailable
 from roomstream_kit.redis import text as redis_text
 from roomstream_kit.telemetry import inject_context, tracer
 
-from .hub import Hub, Wire, wire
+from .delivery import Done
+from .hub import Hub
 from .metrics import GatewayMetrics
 from .ratelimit import TokenBucket
-from .replay import missed_events
+from .replay import fetch
 from .session import Session
 from .settings import GatewaySettings
 from .upstream import Upstream
@@ -58,6 +59,8 @@ from .upstream import Upstream
 log = logging.getLogger(__name__)
 
 RATE_LIMITED_TYPES = (SendCommand, EditCommand, DeleteCommand)
+MAX_FILLS = 3
+"""Times a join fetches a missing range again before answering `unavailable`."""
 
 
 class Commands:
@@ -358,7 +361,7 @@ class Commands:
             except ProtocolError as exc:
                 if exc.code != ErrorCode.NOT_FOUND:
                     raise
-        self.hub.unsubscribe(session, cmd.room)
+        self.hub.unsubscribe(session, cmd.room, seq or 0)
         self.reply(session, frame("ack", ref=cmd.ref, room=cmd.room, seq=seq))
 
     async def join(self, session: Session, cmd: JoinCommand) -> None:
@@ -370,13 +373,11 @@ class Commands:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"no room {room!r}", ref)
         if kind == "private" and not member:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"room {room!r} is private", ref)
-        # Subscribe first and hold the room's live frames, so nothing falls between the seq
-        # (and replay) read below and live delivery. A socket that already receives the room
-        # has had every event after its base seq live: a replay stops there (no duplicates).
-        base = session.rooms.get(room)
-        session.hold(room)
-        if base is None:
-            self.hub.subscribe(session, room)
+        core, peer = self.hub.core, session.peer
+        assert peer is not None
+        # Subscribed and held before the seq is read: nothing falls between; the core merges
+        # the replay with the held live frames, each seq once (`delivery`).
+        core.begin_join(peer, room, cmd.since)
         try:
             # The roster decides, atomically with the append: a member joins without an event
             # (`member`), a non-member of a public room gets `member_joined`, a non-member of a
@@ -388,53 +389,39 @@ class Commands:
                     room,
                     MemberJoinedData(by=session.user).model_dump(),
                 )
-                await self.append_checked(env, ref, room_check=RoomCheck.EXISTS, access=Access.JOIN)
+                result = await self.append_checked(
+                    env, ref, room_check=RoomCheck.EXISTS, access=Access.JOIN
+                )
+            if result.status == AppendStatus.OK and result.seq is not None:
+                core.granted(peer, result.seq)
             current = int(
                 await self.redis.hget(self.keys.seq(self.keys.room_shard(room)), room) or 0
             )
-            upto = current if base is None else min(current, base)
-            frames: list[Wire] = []
-            recovered, first_available = True, None
-            last = upto if cmd.since is None else max(cmd.since, upto)
-            if cmd.since is not None and cmd.since < upto:
-                missed = await missed_events(
-                    self.redis, self.keys, self.upstream, room, cmd.since, upto
+            rng = core.replay_range(peer, current)
+            events: list[dict[str, Any]] = []
+            first: int | None = None
+            if rng is not None:
+                events, first = await fetch(self.redis, self.keys, self.upstream, room, *rng)
+            for _ in range(MAX_FILLS):
+                outcome = core.finish_join(peer, ref, events, first)
+                if isinstance(outcome, Done):
+                    break
+                # A hole (history catching up with a trimmed recent buffer, or the replay not
+                # reaching the held live frames): fetch that range, merge again.
+                events, _ = await fetch(
+                    self.redis, self.keys, self.upstream, room, outcome.after, outcome.until
                 )
-                recovered, first_available = missed.recovered, missed.first_available
-                last = cmd.since
-                for ev in missed.events:
-                    seq = int(ev["seq"])
-                    if seq <= last or seq > upto:
-                        continue
-                    payload = client_frame_of(ev)
-                    if payload is not None:
-                        frames.append(wire(payload))
-                    last = seq
-            joined = frame(
-                "joined",
-                ref=ref,
-                room=room,
-                seq=current,
-                recovered=recovered,
-                missed=len(frames),
-                first_available=first_available,
-            )
-        except BaseException:
-            if base is None:
-                self.hub.unsubscribe(session, room)
+                if not events:
+                    break
             else:
-                session.release(room)
+                outcome = None
+            if not isinstance(outcome, Done):
+                raise ProtocolError(
+                    ErrorCode.UNAVAILABLE, f"history of {room!r} is catching up; retry", ref
+                )
+        except BaseException:
+            # The socket keeps what it received (and the live frames held meanwhile): a retry
+            # converges.
+            self.hub.write(session, core.abort_join(peer))
             raise
-        # From here to the end nothing awaits: joined, missed events, then held live frames
-        # past the last replayed seq, in one order.
-        frames.insert(0, wire(joined))
-        for held_seq, payload in session.release(room):
-            if held_seq is None or held_seq > last:
-                frames.append(wire(payload))
-                if held_seq is not None:
-                    last = held_seq
-        for other in session.release_all():  # rooms added by member_joined meanwhile
-            frames.extend(wire(payload) for _, payload in other)
-        if base is None and room in session.rooms:
-            session.rooms[room] = current
-        self.hub.write(session, frames)
+        self.hub.write(session, outcome.frames)

@@ -43,6 +43,12 @@ class Tail:
         self.ids: dict[Any, Any] = dict.fromkeys(keys.all_logs(), "0-0")
         self.control: Callable[[list[dict[bytes, bytes]]], None] | None = None
         """Sees every batch before delivery (token lifecycle: `user_kicked`, `tokens_revoked`)."""
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Make the loop end at its next turn, whatever the read it is in does with a
+        cancellation (the caller still cancels the task and bounds its wait)."""
+        self.stopping = True
 
     async def seek_end(self) -> None:
         """Start after the last entry of every shard (the `$` of XREAD, made explicit)."""
@@ -58,7 +64,7 @@ class Tail:
 
     async def _read(self, group: list[str]) -> None:
         backoff = 0.05
-        while True:
+        while not self.stopping:
             streams: dict[Any, Any] = {key: self.ids[key] for key in group}
             try:
                 reply = await self.redis.xread(streams, count=self.count, block=self.block_ms)
@@ -75,7 +81,7 @@ class Tail:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            if reply:
+            if reply and not self.stopping:
                 try:
                     self._deliver(reply)
                 except Exception:  # the ids are advanced first: go on from the next entry
