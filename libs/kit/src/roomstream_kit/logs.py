@@ -119,6 +119,10 @@ def tame_faststream_logging() -> logging.Logger:
         if not any(isinstance(f, _OneLine) for f in own.filters):
             own.addFilter(_OneLine())
     logger = logging.getLogger(_FASTSTREAM_LOGGER)
+    # FastStream's own INFO lines are chatter about its tasks ("callback for Task-N is being
+    # executed...", on every subscriber restart); its warnings and errors are kept.
+    if logger.level < logging.WARNING:
+        logger.setLevel(logging.WARNING)
     if not any(isinstance(f, _OneLine) for f in logger.filters):
         logger.addFilter(_OneLine())
     return logger
