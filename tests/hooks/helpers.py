@@ -125,3 +125,20 @@ def assert_in_room_order(events: list[dict[str, Any]]) -> None:
         room, seq = e["room"], e["seq"]
         assert seq > last.get(room, 0), f"{room}: seq {seq} after {last.get(room)}"
         last[room] = seq
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The value of sample `name` whose labels include `labels` in Prometheus text, or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+async def scrape(proc: ServiceProcess) -> str:
+    """The process's /metrics text."""
+    async with api(proc) as client:
+        return (await client.get("/metrics")).text

@@ -34,7 +34,7 @@ class HooksSettings(CommonSettings):
     """First retry delay; doubled at every failed attempt of a batch (full jitter)."""
     delivery_retry_max_s: float = Field(default=60.0, gt=0)
     """Longest retry delay."""
-    dead_letter_after_attempts: int = Field(default=12, ge=1)
+    dead_letter_after_attempts: int = Field(default=100, ge=1)
     """A batch that failed this many times is moved to the endpoint's dead-letter list."""
     dead_letter_after_s: float = Field(default=3600.0, gt=0)
     """An event not delivered this long after it was enqueued is moved to the dead-letter list
