@@ -28,7 +28,7 @@ from tests.deploy.lb import HAPROXY_CFG, address_lines, render_haproxy, strip_ad
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
-SERVICE_KINDS = ("gateway", "rooms", "history", "monitor")
+SERVICE_KINDS = ("gateway", "rooms", "history", "monitor", "hooks")
 
 
 def _docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
@@ -137,7 +137,7 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
     result = _docker_compose("config", "--quiet")
     assert result.returncode == 0, result.stderr
     names = set(resolved()["services"])
-    assert {"redis", "postgres", "lb", "rooms", "history", "monitor"} <= names
+    assert {"redis", "postgres", "lb", "rooms", "history", "monitor", "hooks"} <= names
     assert {"otel-collector", "prometheus"} <= names
     for name in ("otel-collector", "prometheus"):
         assert resolved()["services"][name].get("profiles") == ["observability"]
