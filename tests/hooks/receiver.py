@@ -45,6 +45,8 @@ class Receiver:
     attempts: list[str] = field(default_factory=list)
     """webhook-id of every request that arrived (verified), answered or not."""
     bad_signatures: int = 0
+    dropped: int = 0
+    """Requests whose sender disconnected before the answer (not kept)."""
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
     _release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,6 +83,11 @@ class Receiver:
         self.attempts.append(msg_id)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+            if await request.is_disconnected():
+                # The sender is gone (killed mid-request): it never sees an answer, so this
+                # receiver does not keep the batch either (the sender must send it again).
+                self.dropped += 1
+                return Response(status_code=503)
         if self.fail_first > 0:
             self.fail_first -= 1
             return Response(status_code=500)

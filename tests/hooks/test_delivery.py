@@ -116,14 +116,14 @@ async def test_silent_endpoint_is_dead_lettered_while_a_healthy_one_flows_then_r
     silent = await Receiver(SECRET_A, mode="hang").start()
     healthy = await Receiver(SECRET_B).start()
     try:
-        hooks = await start_hooks(cluster, {"ROOMSTREAM_DEAD_LETTER_AFTER_ATTEMPTS": "3"})
+        hooks = await start_hooks(cluster, {"ROOMSTREAM_DEAD_LETTER_AFTER_ATTEMPTS": "4"})
         await add_endpoint(hooks, "silent", silent.url, SECRET_A, ["message"])
         await add_endpoint(hooks, "healthy", healthy.url, SECRET_B, ["message"])
         log = Log(redis_client, namespace)
         await _rooms(log)
         sent = [(await log.send(ROOMS[i % 3], f"m{i}")).id for i in range(30)]
         # Every event reaches the healthy endpoint while the silent one is still being retried
-        # (3 attempts of 1 s each at least): it is not held up behind it.
+        # (4 attempts of 1 s each at least): it is not held up behind it.
         await wait_for(lambda: healthy.unique_ids() >= set(sent), deadline_s=20, what="healthy")
         async with api(hooks) as client:
             dead = (await client.get("/endpoints/silent/dead-letters")).json()["dead_letters"]
@@ -154,7 +154,7 @@ async def test_silent_endpoint_is_dead_lettered_while_a_healthy_one_flows_then_r
         await wait_for(all_dead, deadline_s=60, what="dead letters")
         async with api(hooks) as client:
             page = (await client.get("/endpoints/silent/dead-letters")).json()["dead_letters"]
-        assert page[0]["attempts"] >= 3 and page[0]["last_error"] == "timeout"
+        assert page[0]["attempts"] >= 4 and page[0]["last_error"] == "timeout"
         assert page[0]["event"]["id"] == page[0]["event_id"]
 
         silent.mode = "ok"
@@ -187,6 +187,7 @@ async def test_sigkill_mid_batch_loses_nothing(
         n = len(receiver.attempts)
         await wait_for(lambda: len(receiver.attempts) >= n + 3, what="some batches")
         hooks.kill()
+        await wait_for(lambda: receiver.dropped >= 1, deadline_s=5, what="a batch cut mid-way")
         more = [(await log.send(ROOMS[i % 3], f"n{i}")).id for i in range(50)]
         partial = len(receiver.unique_ids())
         assert partial < len(sent)
