@@ -202,3 +202,39 @@ async def test_sigkill_mid_batch_loses_nothing(
         assert receiver.bad_signatures == 0
     finally:
         await receiver.stop()
+
+
+async def test_two_instances_one_killed_under_traffic(
+    cluster: Cluster, namespace: str, redis_client: aioredis.Redis
+) -> None:
+    """Two hooks processes share the work (one consumes the log, each endpoint is delivered by
+    one); the first is SIGKILLed under traffic: the other takes over the log and the endpoints,
+    and the receivers get every event once after de-dup, in order per room."""
+    a_rcv = await Receiver(SECRET_A).start()
+    b_rcv = await Receiver(SECRET_B).start()
+    try:
+        first = await start_hooks(cluster, {"ROOMSTREAM_NODE_ID": "hooks-a"}, name="hooks-a")
+        await add_endpoint(first, "a", a_rcv.url, SECRET_A, ["message"])
+        await add_endpoint(first, "b", b_rcv.url, SECRET_B, ["message"])
+        await start_hooks(cluster, {"ROOMSTREAM_NODE_ID": "hooks-b"}, name="hooks-b")
+        log = Log(redis_client, namespace)
+        await _rooms(log)
+        sent: list[str] = []
+
+        async def traffic(n: int) -> None:
+            for i in range(n):
+                sent.append((await log.send(ROOMS[i % 3], f"m{len(sent)}")).id)
+                await asyncio.sleep(0.01)
+
+        await traffic(100)
+        first.kill()
+        await traffic(150)
+        for rcv in (a_rcv, b_rcv):
+            await wait_for(lambda r=rcv: r.unique_ids() >= set(sent), deadline_s=30, what="all")
+            got = rcv.first_seen()
+            assert [e["id"] for e in got] == [e["id"] for e in got if e["id"] in set(sent)]
+            assert_in_room_order(got)
+            assert rcv.bad_signatures == 0
+    finally:
+        await a_rcv.stop()
+        await b_rcv.stop()

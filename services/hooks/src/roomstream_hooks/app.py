@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from .api import HooksApi
 from .delivery import Dispatcher
 from .enqueue import Enqueuer
+from .leader import CONSUMER, Leadership
 from .metrics import HooksMetrics
 from .model import parse_env_endpoints
 from .settings import HooksSettings
@@ -55,6 +56,7 @@ class HooksService:
         self.redis: AnyRedis = connect(settings)
         self.pool: asyncpg.Pool | None = None
         self.consumer: LogConsumer | None = None
+        self._consumer_task: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.heartbeat = Heartbeat(
             self.redis,
@@ -79,21 +81,36 @@ class HooksService:
         self.api = HooksApi(s, self.store, self.dispatcher, self.metrics)
         self.enqueuer = Enqueuer(self.store, self.metrics, self.dispatcher.wake)
         self.heartbeat.start()
+        self.leadership = Leadership(s.database_url, s.namespace, self._lead, self._unlead)
+        self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="hooks-dispatcher"))
+        self.tasks.append(asyncio.create_task(self.leadership.run(), name="hooks-leadership"))
+        self.tasks.append(asyncio.create_task(self._gauges(), name="hooks-gauges"))
+        log.info("hooks service %s started", self.node)
+
+    async def _lead(self) -> None:
+        """This instance leads: consume the log (see `leader`)."""
+        s = self.settings
         self.consumer = LogConsumer(
             s,
             self.redis,
             group=GROUP,
-            consumer=self.node,
+            consumer=CONSUMER,
             handler=self.enqueuer.handle,
             batch_size=s.batch_size,
             poll_ms=s.poll_ms,
             reclaim_idle_ms=s.reclaim_idle_ms,
             probe=self.ready_dependencies,
         )
-        self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="hooks-dispatcher"))
-        self.tasks.append(asyncio.create_task(self._consume(self.consumer), name="hooks-consumer"))
-        self.tasks.append(asyncio.create_task(self._gauges(), name="hooks-gauges"))
-        log.info("hooks service %s started", self.node)
+        self._consumer_task = asyncio.create_task(self._consume(self.consumer))
+
+    async def _unlead(self) -> None:
+        consumer, self.consumer = self.consumer, None
+        task, self._consumer_task = self._consumer_task, None
+        if task is not None:
+            await cancel_and_wait([task], 5.0, "hooks consumer start")
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
 
     @staticmethod
     async def _consume(consumer: LogConsumer) -> None:
@@ -126,10 +143,7 @@ class HooksService:
             await asyncio.sleep(self.settings.backlog_interval_s)
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-        await cancel_and_wait(self.tasks, 8.0, "hooks tasks")
+        await cancel_and_wait(self.tasks, 12.0, "hooks tasks")  # leadership stops the consumer
         await self.heartbeat.stop()
         if self.pool is not None:
             await self.pool.close()
