@@ -114,8 +114,19 @@ class Worker:
             await self.store.failed(self.id, positions, error)
             age = (datetime.now(UTC) - oldest).total_seconds()
             if attempts >= s.dead_letter_after_attempts or age >= s.dead_letter_after_s:
-                moved = await self.store.dead_letter(self.id, positions, s.dead_letter_after_s)
+                moved, dropped = await self.store.dead_letter(
+                    self.id, positions, s.dead_letter_after_s, s.dead_letters_max
+                )
                 self.metrics.dead_lettered.add(moved, labels)
+                if dropped:
+                    self.metrics.dead_letters_dropped.add(dropped, labels)
+                    log.error(
+                        "endpoint %s: %d oldest dead letters dropped (more than %d)",
+                        self.id,
+                        dropped,
+                        s.dead_letters_max,
+                        extra={"endpoint": self.id},
+                    )
                 log.error(
                     "endpoint %s: %d events dead-lettered after %d attempts (%s)",
                     self.id,

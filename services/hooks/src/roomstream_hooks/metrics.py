@@ -34,6 +34,10 @@ class HooksMetrics:
             "roomstream_hooks_events_dead_lettered",
             description="Events moved to an endpoint's dead-letter list",
         )
+        self.dead_letters_dropped = m.create_counter(
+            "roomstream_hooks_dead_letters_dropped",
+            description="Oldest dead letters deleted beyond ROOMSTREAM_DEAD_LETTERS_MAX",
+        )
         self.backlog: dict[str, int] = {}
         """endpoint → events in its outbox (refreshed every `backlog_interval_s`)."""
         self.dead: dict[str, int] = {}

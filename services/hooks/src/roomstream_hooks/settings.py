@@ -39,6 +39,9 @@ class HooksSettings(CommonSettings):
     dead_letter_after_s: float = Field(default=3600.0, gt=0)
     """An event not delivered this long after it was enqueued is moved to the dead-letter list
     (with every event of its endpoint at least as old)."""
+    dead_letters_max: int = Field(default=100_000, ge=1)
+    """Dead letters kept per endpoint; beyond that the oldest are deleted (counted), so a
+    permanently dead endpoint cannot fill Postgres."""
     idle_poll_s: float = Field(default=0.5, gt=0)
     """How often an idle endpoint worker looks at its outbox (events enqueued by this process
     wake it at once)."""

@@ -187,10 +187,15 @@ class HooksStore:
         )
 
     async def dead_letter(
-        self, endpoint_id: str, positions: Sequence[int], older_than_s: float
-    ) -> int:
+        self,
+        endpoint_id: str,
+        positions: Sequence[int],
+        older_than_s: float,
+        keep: int | None = None,
+    ) -> tuple[int, int]:
         """Move the rows at `positions`, and every row of the endpoint enqueued more than
-        `older_than_s` ago, to the dead-letter list (one transaction); → rows moved."""
+        `older_than_s` ago, to the dead-letter list (one transaction), then drop the oldest dead
+        letters beyond the newest `keep`; → (rows moved, dead letters dropped)."""
         async with self.pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
                 """WITH moved AS (
@@ -206,7 +211,17 @@ class HooksStore:
                 list(positions),
                 older_than_s,
             )
-        return int(status.rsplit(" ", 1)[-1])
+            dropped = "DELETE 0"
+            if keep is not None:
+                dropped = await conn.execute(
+                    """DELETE FROM hooks_dead_letters
+                       WHERE endpoint_id = $1 AND pos <= (
+                           SELECT pos FROM hooks_dead_letters WHERE endpoint_id = $1
+                           ORDER BY pos DESC OFFSET $2 LIMIT 1)""",
+                    endpoint_id,
+                    keep,
+                )
+        return int(status.rsplit(" ", 1)[-1]), int(dropped.rsplit(" ", 1)[-1])
 
     async def backlog(self) -> tuple[dict[str, int], dict[str, int]]:
         """(outbox rows, dead letters) per endpoint."""
