@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every roomstream service; the command picks the service:
-#   roomstream-gateway | roomstream-rooms | roomstream-history | roomstream-monitor | roomstream
+#   roomstream-gateway | roomstream-rooms | roomstream-history | roomstream-monitor | roomstream-hooks | roomstream
 # Build: docker build -t roomstream .   (compose.yaml builds it for you)
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -22,6 +22,7 @@ COPY services/gateway/pyproject.toml services/gateway/pyproject.toml
 COPY services/rooms/pyproject.toml services/rooms/pyproject.toml
 COPY services/history/pyproject.toml services/history/pyproject.toml
 COPY services/monitor/pyproject.toml services/monitor/pyproject.toml
+COPY services/hooks/pyproject.toml services/hooks/pyproject.toml
 COPY tools/cli/pyproject.toml tools/cli/pyproject.toml
 RUN uv sync --frozen --no-dev --all-packages --no-install-workspace
 COPY libs libs
@@ -42,7 +43,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     ROOMSTREAM_PORT=8000
 WORKDIR /app
 USER roomstream:roomstream
-EXPOSE 8000 8100 8200 8300
+EXPOSE 8000 8100 8200 8300 8400
 # Liveness of whichever service runs: GET /healthz on its ROOMSTREAM_PORT (no curl in slim images).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('ROOMSTREAM_PORT', '8000'), timeout=2)"]

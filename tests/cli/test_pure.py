@@ -18,11 +18,12 @@ from roomstream_cli.up.plan import Plan, Ports, port_taken, taken_ports
 
 def test_ports_from_base_and_service_order() -> None:
     ports = Ports.from_base(9000, 3)
-    assert (ports.gateways, ports.rooms, ports.history, ports.monitor) == (
+    assert (ports.gateways, ports.rooms, ports.history, ports.monitor, ports.hooks) == (
         [9000, 9001, 9002],
         9100,
         9200,
         9300,
+        9400,
     )
     plan = Plan(ports)
     # Rooms and history first (gateways call them), gateways last; every name unique.
@@ -30,11 +31,12 @@ def test_ports_from_base_and_service_order() -> None:
         "rooms-1",
         "history-1",
         "monitor-1",
+        "hooks-1",
         "gateway-1",
         "gateway-2",
         "gateway-3",
     ]
-    assert [s.required for s in plan.services] == [False, False, False, True, True, True]
+    assert [s.required for s in plan.services] == [False, False, False, False, True, True, True]
 
 
 def test_child_environment_allows_only_our_own_origins() -> None:

@@ -33,12 +33,13 @@ def make_token(user: str) -> str:
 
 
 def free_base(gateways: int = 2) -> int:
-    """A port base whose gateway, rooms, history and monitor ports are all free."""
+    """A port base whose gateway, rooms, history, monitor and hooks ports are all free."""
     for _ in range(200):
         base = random.randrange(20000, 29000)
         p = Ports.from_base(base, gateways)
         if not any(
-            port_taken("127.0.0.1", x) for x in [*p.gateways, p.rooms, p.history, p.monitor]
+            port_taken("127.0.0.1", x)
+            for x in [*p.gateways, p.rooms, p.history, p.monitor, p.hooks]
         ):
             return base
     raise RuntimeError("no free port base")
@@ -143,7 +144,7 @@ async def test_up_runs_the_system_chats_across_gateways_and_stops_on_sigterm(
         assert "room      general" in out
         assert (tmp_path / "data" / "logs" / "gateway-1.log").exists()
         children = children_of(runner.proc.pid)
-        assert len(children) >= 5, children  # two gateways, rooms, history, monitor
+        assert len(children) >= 6, children  # two gateways, rooms, history, monitor, hooks
 
         # A person on each gateway chats in `general`.
         url_a, url_b = f"ws://127.0.0.1:{base}/ws", f"ws://127.0.0.1:{base + 1}/ws"

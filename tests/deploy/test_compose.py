@@ -33,7 +33,7 @@ from tests.deploy.routes import ServiceRoutes
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
 PROMETHEUS_YML = REPO / "deploy" / "prometheus.yml"
-SERVICE_KINDS = ("gateway", "rooms", "history", "monitor")
+SERVICE_KINDS = ("gateway", "rooms", "history", "monitor", "hooks")
 
 
 def _docker_compose(*args: str) -> subprocess.CompletedProcess[str]:
@@ -167,7 +167,7 @@ def test_compose_file_is_valid_for_docker_compose() -> None:
     result = _docker_compose("config", "--quiet")
     assert result.returncode == 0, result.stderr
     names = set(resolved()["services"])
-    assert {"redis", "postgres", "lb", "rooms", "history", "monitor"} <= names
+    assert {"redis", "postgres", "lb", "rooms", "history", "monitor", "hooks"} <= names
     assert {"otel-collector", "prometheus"} <= names
     for name in ("otel-collector", "prometheus"):
         assert resolved()["services"][name].get("profiles") == ["observability"]

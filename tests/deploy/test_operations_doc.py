@@ -17,7 +17,8 @@ DOC = REPO / "docs" / "operations.md"
 def test_every_environment_variable_is_documented() -> None:
     text = DOC.read_text()
     classes = [CommonSettings] + [
-        settings_class(f"roomstream_{kind}") for kind in ("gateway", "rooms", "history", "monitor")
+        settings_class(f"roomstream_{kind}")
+        for kind in ("gateway", "rooms", "history", "monitor", "hooks")
     ]
     missing = sorted(
         f"{cls.__name__}: {name}"

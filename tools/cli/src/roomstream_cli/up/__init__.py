@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "up",
         help="run the whole system locally (Ctrl-C stops it)",
         description="Start Redis and PostgreSQL (unless they answer), two gateways, rooms, "
-        "history and monitor; create the room `general`; stop everything on Ctrl-C / SIGTERM.",
+        "history, monitor and hooks; create the room `general`; stop everything on Ctrl-C / SIGTERM.",
     )
     p.add_argument("--gateways", type=int, default=2, help="number of gateways (2)")
     p.add_argument("--port-base", type=int, help="gateways at BASE.., rooms BASE+100, etc.")
@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rooms-port", type=int, default=8100)
     p.add_argument("--history-port", type=int, default=8200)
     p.add_argument("--monitor-port", type=int, default=8300)
+    p.add_argument("--hooks-port", type=int, default=8400)
     p.add_argument("--redis-url", default=env_redis_url(), help="default: REDIS_URL")
     p.add_argument(
         "--database-url",
@@ -93,6 +94,7 @@ async def _up(args: argparse.Namespace) -> int:
             args.rooms_port,
             args.history_port,
             args.monitor_port,
+            args.hooks_port,
         )
     plan = Plan(ports)
     data_dir: Path = args.data_dir.resolve()

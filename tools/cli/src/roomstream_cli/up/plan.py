@@ -14,7 +14,7 @@ class ServiceSpec:
     """`python -m MODULE`."""
     port: int
     kind: str
-    """`gateway`, `rooms`, `history`, `monitor`."""
+    """`gateway`, `rooms`, `history`, `monitor`, `hooks`."""
     required: bool
     """Without it the system cannot work: `up` fails if it does not come up."""
 
@@ -29,11 +29,15 @@ class Ports:
     rooms: int
     history: int
     monitor: int
+    hooks: int = 8400
 
     @classmethod
     def from_base(cls, base: int, gateways: int) -> Ports:
-        """Gateways at BASE, BASE+1, …; rooms BASE+100, history BASE+200, monitor BASE+300."""
-        return cls([base + i for i in range(gateways)], base + 100, base + 200, base + 300)
+        """Gateways at BASE, BASE+1, …; rooms BASE+100, history BASE+200, monitor BASE+300,
+        hooks BASE+400."""
+        return cls(
+            [base + i for i in range(gateways)], base + 100, base + 200, base + 300, base + 400
+        )
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class Plan:
             ServiceSpec("rooms-1", "roomstream_rooms", p.rooms, "rooms", False),
             ServiceSpec("history-1", "roomstream_history", p.history, "history", False),
             ServiceSpec("monitor-1", "roomstream_monitor", p.monitor, "monitor", False),
+            ServiceSpec("hooks-1", "roomstream_hooks", p.hooks, "hooks", False),
         ] + [
             ServiceSpec(f"gateway-{i + 1}", "roomstream_gateway", port, "gateway", True)
             for i, port in enumerate(p.gateways)

@@ -1,0 +1,1 @@
+"""roomstream webhooks service."""
