@@ -23,7 +23,7 @@ from starlette.routing import Match
 from websockets.datastructures import Headers
 from websockets.http11 import Request
 
-STARLETTE_KINDS = ("rooms", "history", "monitor")
+STARLETTE_KINDS = ("rooms", "history", "monitor", "hooks")
 
 
 async def _ready() -> str | None:

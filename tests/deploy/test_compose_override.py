@@ -14,7 +14,7 @@ from tests.deploy.compose_images import STAND_INS
 from tests.deploy.compose_override import default_services
 from tests.deploy.test_compose_up import COMPOSE, RESERVED, Prepared, compose_config, prepare
 
-PRODUCTION_PORTS = {"5432", "6379", "8080", *(str(p) for p in range(8000, 8301))}
+PRODUCTION_PORTS = {"5432", "6379", "8080", *(str(p) for p in range(8000, 8401))}
 
 
 def resolved(tmp_path: Path) -> tuple[Prepared, dict[str, Any], dict[str, Any]]:
@@ -28,7 +28,7 @@ def test_every_container_on_the_host_network_with_ports_of_its_own(tmp_path: Pat
     prepared, test, production = resolved(tmp_path)
     assert set(test["services"]) == set(default_services(production))
     assert set(prepared.ports) == {
-        "redis", "postgres", "rooms", "history", "monitor", "gateway-1", "gateway-2", "lb"
+        "redis", "postgres", "rooms", "history", "monitor", "hooks", "gateway-1", "gateway-2", "lb"
     }  # fmt: skip
     assert not set(prepared.ports.values()) & RESERVED
     assert len(set(prepared.ports.values())) == len(prepared.ports)

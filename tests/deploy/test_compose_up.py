@@ -45,7 +45,7 @@ from tests.support.processes import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
-RESERVED = {5432, 6379, *range(8000, 8301)}  # shared servers, the dev runner
+RESERVED = {5432, 6379, *range(8000, 8401)}  # shared servers, the dev runner
 MESSAGES_EACH = 12
 UP_TIMEOUT_S = 240.0
 
