@@ -7,9 +7,6 @@ survives the restart, like a production Redis) that it stops and starts again.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,63 +22,13 @@ from roomstream_kit.node import Heartbeat
 
 from tests.conftest import Cluster
 from tests.monitor.helpers import api, log_events, stats, wait_for
-from tests.support.processes import free_port
-
-
-class OwnRedis:
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.dir = directory
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                import redis
-
-                redis.Redis(port=self.port, socket_connect_timeout=0.5).ping()
-                return
-            except Exception:
-                time.sleep(0.1)
-        raise TimeoutError("own redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+from tests.support.redis_server import OwnRedis, require_redis_server
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI"):
-            pytest.fail("redis-server is not installed (CI must run this test)")
-        pytest.skip("redis-server is not installed")
-    server = OwnRedis(tmp_path)
+    require_redis_server()
+    server = OwnRedis(tmp_path, ["--appendfsync", "always"])
     server.start()
     yield server
     server.stop()
