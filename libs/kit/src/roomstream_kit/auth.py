@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import jwt
 from pydantic import ValidationError
-from roomstream_contracts.tokens import SERVICE_ROLE, TokenClaims, secret_problem
+from roomstream_contracts.streams import StreamKeys
+from roomstream_contracts.tokens import SERVICE_ROLE, TokenClaims, parse_cutoff, secret_problem
 
 from .jwks import JwksKeys, KeysUnavailable, UnknownKey
 from .settings import CommonSettings
@@ -25,6 +27,7 @@ __all__ = [
     "KeysUnavailable",
     "TokenVerifier",
     "issue_token",
+    "redis_cutoff",
     "refuse_insecure_secret",
     "service_token",
 ]
@@ -38,8 +41,26 @@ class AuthError(Exception):
     """A token is missing, malformed, wrongly signed, expired or otherwise not acceptable."""
 
 
+RevocationCutoff = Callable[[str], Awaitable[float | None]]
+"""user → the user's token revocation cutoff (seconds), or None: a read of `NS:revoked:USER`."""
+
+
+def redis_cutoff(redis: Any, keys: StreamKeys) -> RevocationCutoff:
+    """The `cutoff` of a service with a Redis client: reads the key the rooms API raises."""
+
+    async def read(user: str) -> float | None:
+        return parse_cutoff(await redis.get(keys.revoked(user)))
+
+    return read
+
+
 class TokenVerifier:
-    """Verifies bearer tokens with the configured algorithm and key (or JWKS)."""
+    """Verifies bearer tokens with the configured algorithm and key (or JWKS).
+
+    `cutoff`, when a service sets it, makes `authenticate` (the HTTP APIs) refuse revoked tokens
+    as the gateway does at connect: a revoked (stolen) token must not keep working on the APIs."""
+
+    cutoff: RevocationCutoff | None = None
 
     def __init__(self, settings: CommonSettings) -> None:
         self._issuer = settings.jwt_issuer or None

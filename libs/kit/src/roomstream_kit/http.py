@@ -135,11 +135,16 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> TokenClaims
     """The caller's claims, or `unauthorized` (401); `unavailable` (503) when the issuer's
     JWKS cannot be fetched (a dependency outage, not a bad token)."""
     try:
-        return await verifier.averify(bearer_token(request))
+        claims = await verifier.averify(bearer_token(request))
     except AuthError as exc:
         raise ApiError(ErrorCode.UNAUTHORIZED, str(exc)) from None
     except KeysUnavailable as exc:
         raise ApiError(ErrorCode.UNAVAILABLE, str(exc)) from None
+    # A revoked token (`POST /users/{user}/revoke`) is refused here too, not only at the
+    # gateway's connect (Redis errors propagate: `unavailable` through the handlers).
+    if verifier.cutoff is not None and claims.revoked_by(await verifier.cutoff(claims.sub)):
+        raise ApiError(ErrorCode.UNAUTHORIZED, "token revoked")
+    return claims
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]

@@ -9,7 +9,7 @@ from roomstream_contracts.codec import entry_envelope, event_body
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.ids import is_room_id
 from roomstream_contracts.tokens import TokenClaims
-from roomstream_kit.auth import TokenVerifier
+from roomstream_kit.auth import TokenVerifier, redis_cutoff
 from roomstream_kit.http import JSONResponse, authenticate, exception_handlers
 from roomstream_kit.redis import AnyRedis
 from starlette.requests import Request
@@ -42,6 +42,7 @@ class HistoryApi:
         self.cache = cache
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
+        self.verifier.cutoff = redis_cutoff(redis, self.keys)  # revoked tokens: 401
 
     def routes(self) -> list[Route]:
         return [

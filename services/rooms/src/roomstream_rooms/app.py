@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from roomstream_kit.auth import TokenVerifier
+from roomstream_kit.auth import TokenVerifier, redis_cutoff
 from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.http import exception_handlers, health_routes
@@ -123,8 +123,10 @@ def create_app(settings: RoomsSettings) -> Starlette:
         read_models = ReadModels(redis, settings.keys)
         applied = AppliedSeqs(pool)
         projector = Projector(pool, redis, read_models, metrics, eventlog=eventlog, applied=applied)
+        verifier = TokenVerifier(settings)
+        verifier.cutoff = redis_cutoff(redis, settings.keys)  # revoked tokens: 401
         api = RoomsApi(
-            verifier=TokenVerifier(settings),
+            verifier=verifier,
             eventlog=eventlog,
             read_models=read_models,
             projector=projector,

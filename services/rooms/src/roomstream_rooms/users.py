@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from roomstream_contracts.errors import ErrorCode
 from roomstream_contracts.events import Envelope, EventKind, TokensRevokedData, UserKickedData
-from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.ids import SafeStr, new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_contracts.tokens import REVOKE_SCRIPT, NumericDate, TokenClaims, parse_cutoff
 from roomstream_kit.auth import TokenVerifier
@@ -48,7 +48,8 @@ class RevokeBody(BaseModel):
 class DisconnectBody(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
 
-    reason: str = Field(default="", max_length=200)
+    reason: SafeStr = Field(default="", max_length=200)
+    """Goes into the log (`user_kicked`): no U+0000 / surrogates, like every outside text."""
 
 
 class UserSessionsApi:
