@@ -316,3 +316,35 @@ def test_events_gone_by_retention_say_where_the_room_continues() -> None:
     assert isinstance(outcome, Done)
     joined = orjson.loads(outcome.frames[0][0])
     assert (joined["recovered"], joined["first_available"], joined["missed"]) == (False, 4, 3)
+
+
+def test_a_socket_registering_after_a_grant_finds_the_room_among_recent_grants() -> None:
+    """The tail delivered `room_created` / `member_joined` before the socket registered (and the
+    read model of the user's rooms may not have it yet): the welcome finds it in `recent_rooms`;
+    a later `member_left` forgets it; the memory is bounded."""
+    core = Core(recent_grants=3)
+    errors: list[BaseException] = []
+    core.deliver([entry(body(2, "member_joined", USER))], errors)
+    assert core.recent_rooms(USER) == [ROOM]
+    peer = core.add("sock", USER, welcoming=True)
+    core.begin_welcome(peer, core.recent_rooms(USER))
+    kept, live = core.finish_welcome(peer, {ROOM: 2})
+    assert kept == {ROOM: 2} and live == []
+    core.deliver([entry(body(3))], errors)
+    assert core.subscribed(peer, ROOM)
+    core.deliver([entry(body(4, "member_left", USER))], errors)
+    assert core.recent_rooms(USER) == []
+    for n in range(5):  # grants of other users push the oldest out
+        core.grant(f"room-{n}", [f"u{n}"], 1)
+    assert len(core.recent) == 3 and core.recent_rooms("u0") == []
+    assert errors == []
+
+
+def test_a_grant_before_the_welcome_finishes_is_held_for_it() -> None:
+    core = Core()
+    peer = core.add("sock", USER, welcoming=True)
+    errors: list[BaseException] = []
+    core.deliver([entry(body(2, "member_joined", USER)), entry(body(3))], errors)
+    core.begin_welcome(peer, [])
+    kept, live = core.finish_welcome(peer, {})
+    assert kept == {} and [orjson.loads(p)["seq"] for p, _ in live] == [2, 3]

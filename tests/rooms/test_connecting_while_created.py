@@ -8,10 +8,8 @@ projection applied it gets neither: its welcome does not list the room and it ne
 (until it reconnects or sends `join`). On a busy machine this hit about half of the members that
 connected during the POST.
 
-The fix belongs to the welcome flow (services/gateway app.py `_subscribe_and_welcome`), which the
-resume helper owns (issue 9 items 4, 5, 8): the welcome's rooms must come from the membership
-authority or from what the gateway's own tail delivered, not from a read model the projection
-updates later. Marked xfail until then.
+The fix: the delivery core remembers the grants its tail delivered (`Core.recent_rooms`), and the
+welcome adds them to the read model's rooms (each still checked against the roster).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import asyncio
 from typing import Any
 
 import orjson
-import pytest
 
 from tests.gateway.helpers import client, request
 from tests.rooms.helpers import FAST_ENV, ROOMS, api, auth
@@ -40,11 +37,6 @@ async def _drain(ws: Any, within_s: float) -> list[dict[str, Any]]:
         return out
 
 
-@pytest.mark.xfail(
-    reason="welcome reads the user-rooms read model (stale during POST /rooms); owned by the "
-    "welcome/resume work (issue 9 items 4, 5, 8)",
-    strict=False,
-)
 async def test_members_connecting_during_post_rooms_receive_the_room(cluster, namespace):
     rooms = cluster.start(ROOMS, env=FAST_ENV, name="rooms")
     gws = [

@@ -324,9 +324,12 @@ class Gateway:
         self.hub.add(session)
         peer = session.peer
         assert peer is not None
+        # The read model of the user's rooms lags the log: rooms the tail granted the user
+        # (room_created, member_joined) before this socket registered are added from the core.
+        listed = await self.redis.smembers(self.keys.user_rooms(session.user))
         rooms = sorted(
-            m.decode() if isinstance(m, bytes) else m
-            for m in await self.redis.smembers(self.keys.user_rooms(session.user))
+            {m.decode() if isinstance(m, bytes) else m for m in listed}
+            | set(self.hub.core.recent_rooms(session.user))
         )
         self.hub.core.begin_welcome(peer, rooms)
         seqs: list[Any] = []

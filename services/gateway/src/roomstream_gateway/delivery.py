@@ -25,6 +25,7 @@ Guarantees, per socket and room (`Sub`):
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -118,19 +119,33 @@ class Done:
     """False when the membership ended during the join (a member_left of this user)."""
 
 
+RECENT_GRANTS = 10_000
+"""How many membership grants the core remembers for sockets that are still connecting."""
+
+
 class Core:
     """Subscriptions of every local socket and the merge of replay and live frames."""
 
-    def __init__(self) -> None:
+    def __init__(self, recent_grants: int = RECENT_GRANTS) -> None:
         self.rooms: dict[str, dict[Peer, Sub]] = {}
         self.users: dict[str, set[Peer]] = {}
         self.delivered = 0
         """Events delivered to at least one socket."""
+        self.recent: dict[str, dict[str, int]] = {}
+        """user → room → seq of the latest grants the tail delivered, for every user (with a
+        local socket or not): a socket that registers after a grant went by, while the rooms
+        projection has not yet put the room into the user's read model, still gets the room at
+        its welcome (`recent_rooms`)."""
+        self._grant_order: deque[tuple[str, str, int]] = deque()
+        self._recent_grants = recent_grants
 
     # -- sockets and subscriptions ------------------------------------------------------------
 
-    def add(self, owner: Any, user: str) -> Peer:
+    def add(self, owner: Any, user: str, welcoming: bool = False) -> Peer:
+        """Register a socket; `welcoming`: its welcome is pending, so grants from now on are held
+        for it until `finish_welcome` (the welcome is a socket's first frame)."""
         peer = Peer(owner, user)
+        peer.welcoming = welcoming
         self.users.setdefault(user, set()).add(peer)
         return peer
 
@@ -172,6 +187,7 @@ class Core:
         """Membership granted at `seq` (member_joined, room_created, ...): the users' sockets
         receive the room from `seq` on (held while their welcome is pending)."""
         for user in users:
+            self._remember_grant(user, room, seq)
             for peer in self.users.get(user, ()):
                 sub = peer.subs.get(room)
                 if sub is None:
@@ -182,8 +198,33 @@ class Core:
                 elif seq > sub.member_at:
                     sub.member_at = seq
 
+    def _remember_grant(self, user: str, room: str, seq: int) -> None:
+        rooms = self.recent.setdefault(user, {})
+        if seq <= rooms.get(room, 0):
+            return
+        rooms[room] = seq
+        order = self._grant_order
+        order.append((user, room, seq))
+        while len(order) > self._recent_grants:
+            old_user, old_room, old_seq = order.popleft()
+            old = self.recent.get(old_user)
+            if old is not None and old.get(old_room) == old_seq:
+                del old[old_room]
+                if not old:
+                    del self.recent[old_user]
+
+    def recent_rooms(self, user: str) -> list[str]:
+        """Rooms recently granted to `user` (and not left since): candidates for a welcome, next
+        to the read model's; the welcome still checks each against the roster."""
+        return list(self.recent.get(user, ()))
+
     def _left(self, room: str, user: str, seq: int) -> None:
         """A member_left of `user` at `seq`: end the subscriptions granted before it."""
+        rooms = self.recent.get(user)
+        if rooms is not None and rooms.get(room, 0) < seq:
+            rooms.pop(room, None)
+            if not rooms:
+                del self.recent[user]
         for peer in list(self.users.get(user, ())):
             sub = peer.subs.get(room)
             if sub is None or seq <= sub.member_at:

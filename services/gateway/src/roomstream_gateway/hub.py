@@ -43,7 +43,7 @@ class Hub:
         return self.core.delivered
 
     def add(self, session: Session) -> None:
-        session.peer = self.core.add(session, session.user)
+        session.peer = self.core.add(session, session.user, welcoming=True)
 
     def remove(self, session: Session) -> None:
         if session.peer is not None:
