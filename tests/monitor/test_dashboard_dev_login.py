@@ -45,7 +45,8 @@ async def test_dev_runner_dashboard_opens_with_data_without_a_token(
     cluster: Cluster,
     chromium: str,  # noqa: F811
 ) -> None:
-    monitor = cluster.start("roomstream_monitor", name="monitor", env={"ROOMSTREAM_DEV_LOGIN": "1"})
+    env = {"ROOMSTREAM_DEV_LOGIN": "1", "ROOMSTREAM_DEV_MODE": "1"}  # as `roomstream up` sets
+    monitor = cluster.start("roomstream_monitor", name="monitor", env=env)
     async with httpx.AsyncClient(timeout=10) as http:
         r = await http.get(f"{monitor.url}/dev/token")
         assert r.status_code == 200
@@ -64,7 +65,9 @@ async def test_production_dashboard_still_requires_a_service_token(
     cluster: Cluster,
     chromium: str,  # noqa: F811
 ) -> None:
-    monitor = cluster.start("roomstream_monitor", name="monitor")
+    # ROOMSTREAM_DEV_LOGIN without the development runner's ROOMSTREAM_DEV_MODE: no service
+    # token for anyone who asks.
+    monitor = cluster.start("roomstream_monitor", name="monitor", env={"ROOMSTREAM_DEV_LOGIN": "1"})
     async with httpx.AsyncClient(timeout=10) as http:
         assert (await http.get(f"{monitor.url}/dev/token")).status_code == 404
         assert (await http.get(f"{monitor.url}/api/stats")).status_code == 401

@@ -127,8 +127,12 @@ class MonitorApi:
         return JSONResponse(self.collector.timeseries(query.seconds))
 
     async def dev_token(self, request: Request) -> Response:
-        """A service token for the dashboard, only under the development runner (HS* secrets)."""
-        if not self.settings.dev_login or not self.settings.jwt_algorithm.startswith("HS"):
+        """A service token for the dashboard, only under the development runner (HS* secrets):
+        `ROOMSTREAM_DEV_LOGIN` alone does not do (it would hand anyone a service token)."""
+        settings = self.settings
+        if not (
+            settings.dev_login and settings.dev_mode and settings.jwt_algorithm.startswith("HS")
+        ):
             raise ApiError(ErrorCode.NOT_FOUND, "no route /dev/token")
         token = issue_token(
             self.settings.jwt_secret,
