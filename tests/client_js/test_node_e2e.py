@@ -1,6 +1,6 @@
 """The TypeScript SDK (libs/client-js) in Node against real gateway processes: two clients on two
 gateways, a gateway SIGKILLed or SIGTERMed mid-conversation, expired tokens with and without
-`getToken`, and the commands. Each scenario asserts itself in Node (test/e2e/scenarios.ts); the
+`getToken`, a token refreshed on the open socket (`refresh` hint), and the commands. Each scenario asserts itself in Node (test/e2e/scenarios.ts); the
 facts it reports are checked again here."""
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ USERS = ["alice", "bob", "ann", "abe", "bea"]
 
 
 async def deployment(
-    cluster: Cluster, namespace: str, redis_client: aioredis.Redis, room: str = "lobby"
+    cluster: Cluster,
+    namespace: str,
+    redis_client: aioredis.Redis,
+    room: str = "lobby",
+    gateway_env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Two gateways and a room of every user; the environment of a scenario."""
+    """Two gateways (with `gateway_env` added to theirs) and a room of every user; the environment
+    of a scenario."""
     require_node()
-    gw_a = cluster.start(GATEWAY, env={"ROOMSTREAM_NODE_ID": "gw-a"}, name="gw-a")
-    gw_b = cluster.start(GATEWAY, env={"ROOMSTREAM_NODE_ID": "gw-b"}, name="gw-b")
+    extra = gateway_env or {}
+    gw_a = cluster.start(GATEWAY, env={"ROOMSTREAM_NODE_ID": "gw-a", **extra}, name="gw-a")
+    gw_b = cluster.start(GATEWAY, env={"ROOMSTREAM_NODE_ID": "gw-b", **extra}, name="gw-b")
     await make_room(redis_client, namespace, room, "alice", USERS)
     assert gw_a.proc is not None
     return {
@@ -77,6 +83,24 @@ async def test_expired_token_with_get_token_reconnects_and_without_it_stops_on_4
     assert result["opened_without_get_token"] == 1
     assert result["opened_same_token"] == 1
     assert result["stale_states"][-1] == "closed:4401"
+
+
+async def test_get_token_answers_the_refresh_hint_on_the_same_socket_past_the_tokens_exp(
+    cluster: Cluster, namespace: str, redis_client: aioredis.Redis
+) -> None:
+    # Hints 2 s before exp; alice's first two tokens live 6 s and 10 s (from now: node starts
+    # within the first, with margin on a loaded machine), the third one long.
+    env = await deployment(
+        cluster, namespace, redis_client, gateway_env={"ROOMSTREAM_TOKEN_REFRESH_LEAD_S": "2"}
+    )
+    tokens = [make_token("alice", ttl_s=ttl) for ttl in (6, 10, 3600)]
+    result = run_scenario("refresh", {**env, "REFRESH_TOKENS": ",".join(tokens)})
+    assert result["connects"] == 1, "no reconnect: the socket outlived its first token"
+    assert result["closes"] == []
+    assert result["refreshes"] >= 2
+    assert result["given"][:3] == [0, 1, 2], "connect with the first token, refresh with the next"
+    assert result["token_exp"] == result["exps"][2]
+    assert result["received_after_first_exp"] > 0
 
 
 async def test_commands_edit_delete_typing_presence(

@@ -11,7 +11,8 @@
  *   under the same client id after a reconnect, so it is appended once. `rate_limited` is waited
  *   out (`retry_after`) and the command re-sent.
  * - 4401 is final unless `getToken` yields a token other than the rejected one; 1008 and 1009 are
- *   final. No frame within `welcome.heartbeat` (an application `ping` is sent at half of it) →
+ *   final. With `getToken`, the gateway's `refresh` hint (the socket's token expires soon) is
+ *   answered with an `auth` frame carrying a fresh token, so the socket outlives its first token. No frame within `welcome.heartbeat` (an application `ping` is sent at half of it) →
  *   the connection is dropped and the client reconnects.
  */
 import { Backoff, type BackoffOptions } from "./backoff.js";
@@ -85,7 +86,8 @@ export interface ClientOptions {
   /** A JWT. */
   token?: string;
   /** Called before every connection attempt; after a 4401 the client reconnects only when it
-   * returns a token other than the rejected one. */
+   * returns a token other than the rejected one. Also called on the gateway's `refresh` hint: the
+   * fresh token is sent on the open socket (`auth` frame), which then lives past the old `exp`. */
   getToken?: () => string | Promise<string>;
   /** The WebSocket class (default: `globalThis.WebSocket`, else the `ws` package). */
   WebSocket?: SocketConstructor;
@@ -116,6 +118,10 @@ export interface Stats {
   urls: string[];
   /** The close code of every lost socket (1006: dropped without a close frame). */
   closes: number[];
+  /** Token refreshes on an open socket the gateway acknowledged (`refresh` hint → `auth` → `ack`). */
+  refreshes: number;
+  /** Token refreshes that failed (`error` reply, timeout, `getToken` threw, socket lost). */
+  refreshFailures: number;
 }
 
 interface Pending {
@@ -164,6 +170,8 @@ export class Client extends Emitter<ClientEvents> {
     duplicates: 0,
     urls: [],
     closes: [],
+    refreshes: 0,
+    refreshFailures: 0,
   };
   /** The `welcome` of the current (or last) connection. */
   welcome: WelcomeFrame | null = null;
@@ -172,6 +180,9 @@ export class Client extends Emitter<ClientEvents> {
   state: ConnectionState = "closed";
   /** The error that ended the session (a final close code), if any. */
   fatal: ConnectionClosedError | null = null;
+  /** The `exp` (s since the epoch) of the current socket's token, once the gateway told it (a
+   * `refresh` hint or the `ack` of a refresh); null before. */
+  tokenExp: number | null = null;
 
   private readonly options: ClientOptions;
   private readonly backoff: Backoff;
@@ -187,6 +198,9 @@ export class Client extends Emitter<ClientEvents> {
   private refs = 0;
   private usedToken: string | null = null;
   private rejectedToken: string | null = null;
+  /** The `exp` of the last `refresh` hint answered on this socket: a hint for it again (the
+   * fresh token was no fresher, so the gateway hints at once) is not answered in a loop. */
+  private answeredExp = 0;
   /** 4401s since the last `welcome` (a token source that keeps failing is given up). */
   private authFailures = 0;
   private lastFrameAt = 0;
@@ -430,6 +444,8 @@ export class Client extends Emitter<ClientEvents> {
     this.usedToken = token;
     const generation = ++this.generation;
     this.welcomed = false;
+    this.tokenExp = null;
+    this.answeredExp = 0;
     let ws: SocketLike;
     try {
       ws = new this.socketClass(url);
@@ -547,6 +563,13 @@ export class Client extends Emitter<ClientEvents> {
         this.emit("typing", msg);
         this.push(msg);
         return;
+      case "refresh":
+        this.tokenExp = msg.exp;
+        if (this.options.getToken !== undefined && msg.exp > this.answeredExp) {
+          this.answeredExp = msg.exp; // one answer per expiry, even if the hint repeats
+          void this.refreshToken(this.generation);
+        }
+        return;
       case "joined":
         if (!msg.recovered && typeof msg.first_available === "number") {
           this.deliver(this.sequencer.skipTo(msg.room, msg.first_available));
@@ -590,6 +613,27 @@ export class Client extends Emitter<ClientEvents> {
     const first = this.firstWelcome;
     this.firstWelcome = undefined;
     first?.resolve(welcome);
+  }
+
+  /** Answer a `refresh` hint on connection `generation`: a fresh token from `getToken` in an
+   * `auth` frame. On `ack` the socket's token is the new one; on anything else the socket keeps
+   * its old expiry, is closed 4401 at it, and the 4401 reconnect (with `getToken`) takes over. */
+  private async refreshToken(generation: number): Promise<void> {
+    const getToken = this.options.getToken;
+    if (getToken === undefined) return;
+    try {
+      const token = await getToken();
+      // Only on the socket that asked: a refresh must never wait in the queue for the next one.
+      if (generation !== this.generation || !this.connected || this.closed) return;
+      const ack = (await this.request({ type: "auth", token }, false)) as AckFrame;
+      if (generation !== this.generation) return;
+      this.usedToken = token; // a later 4401 rejected this token, not the first one
+      if (typeof ack.exp === "number") this.tokenExp = ack.exp;
+      this.stats.refreshes++;
+    } catch {
+      // Refused (`error`), timed out, getToken failed or the socket went: the expiry closes it.
+      if (generation === this.generation) this.stats.refreshFailures++;
+    }
   }
 
   private async resume(room: string): Promise<void> {

@@ -177,6 +177,72 @@ test("4401 with getToken reconnects with the new token, and stops when it yields
   assert.equal(c.fatal?.code, 4401);
 });
 
+test("a refresh hint with getToken: a fresh token in an auth frame on the same socket", async () => {
+  const tokens = ["t1", "t2", "t3"];
+  const c = make({ token: undefined, getToken: async () => tokens.shift() ?? "t3" });
+  const connected = c.connect();
+  const s = await socket(0);
+  s.welcome();
+  await connected;
+  s.deliver({ type: "refresh", exp: 1000, expires_in: 2 });
+  s.deliver({ type: "refresh", exp: 1000, expires_in: 1.5 }); // a repeated hint: answered once
+  const auth = await until(() => s.ofType("auth")[1], "the refresh auth frame");
+  assert.equal(auth.token, "t2");
+  assert.equal(typeof auth.ref, "string");
+  s.deliver({ type: "ack", ref: auth.ref, exp: 2000 });
+  await until(() => c.stats.refreshes === 1, "the refresh acknowledged");
+  assert.equal(c.tokenExp, 2000);
+  assert.equal(s.ofType("auth").length, 2, "one auth per expiry");
+  // The next hint (the new token's) is answered too, still on the same socket.
+  s.deliver({ type: "refresh", exp: 2000, expires_in: 2 });
+  const again = await until(() => s.ofType("auth")[2], "the second refresh");
+  assert.equal(again.token, "t3");
+  s.deliver({ type: "ack", ref: again.ref, exp: 3000 });
+  await until(() => c.stats.refreshes === 2, "the second refresh acknowledged");
+  assert.equal(FakeSocket.all.length, 1);
+  assert.equal(c.stats.connects, 1);
+  // A 4401 now refused t3 (the socket's token since the refresh): getToken yielding t3 again stops.
+  s.drop(4401, "token revoked");
+  await until(() => c.state === "closed", "closed");
+  assert.equal(FakeSocket.all.length, 1, "the refused refreshed token is not tried again");
+});
+
+test("a refused refresh: the expiry's 4401 reconnects with getToken's next token", async () => {
+  const tokens = ["t1", "bad", "t3"];
+  const c = make({ token: undefined, getToken: async () => tokens.shift() ?? "t3" });
+  const connected = c.connect();
+  const s = await socket(0);
+  s.welcome();
+  await connected;
+  s.deliver({ type: "refresh", exp: 1000, expires_in: 2 });
+  const auth = await until(() => s.ofType("auth")[1], "the refresh auth frame");
+  s.deliver({ type: "error", ref: auth.ref, code: "forbidden", message: "the token is for another user" });
+  await until(() => c.stats.refreshFailures === 1, "the refresh failure counted");
+  assert.equal(c.state, "connected", "a refused refresh keeps the socket until its expiry");
+  s.drop(4401, "token expired");
+  const s1 = await socket(1);
+  s1.open();
+  assert.deepEqual(s1.sent[0], { type: "auth", token: "t3" });
+  s1.welcome();
+  assert.equal(c.state, "connected");
+  assert.equal(c.stats.refreshes, 0);
+  c.close();
+});
+
+test("a refresh hint without getToken is not answered", async () => {
+  const c = make();
+  const connected = c.connect();
+  const s = await socket(0);
+  s.welcome();
+  await connected;
+  s.deliver({ type: "refresh", exp: 1000, expires_in: 2 });
+  await sleep(30);
+  assert.equal(s.ofType("auth").length, 1, "only the first auth");
+  assert.equal(c.tokenExp, 1000);
+  assert.equal(c.stats.refreshes + c.stats.refreshFailures, 0);
+  c.close();
+});
+
 test("the offline queue is bounded", async () => {
   const c = make({ maxPending: 2 });
   const connected = c.connect();

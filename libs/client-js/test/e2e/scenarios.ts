@@ -4,7 +4,8 @@
 //   node --import tsx test/e2e/scenarios.ts SCENARIO
 //
 // Environment: GATEWAY_A / GATEWAY_B (ws URLs), GATEWAY_A_PID, ROOM, TOKEN_<USER> per user,
-// EXPIRED_TOKEN. Each scenario asserts itself (exit code 1 with the reason on failure) and prints
+// EXPIRED_TOKEN, REFRESH_TOKENS (the `refresh` scenario: alice's tokens, comma-separated, each
+// living longer). Each scenario asserts itself (exit code 1 with the reason on failure) and prints
 // one line `RESULT <json>` with what it saw, for the pytest side to check again.
 import assert from "node:assert/strict";
 import {
@@ -247,6 +248,68 @@ async function tokens(): Promise<void> {
   result({ closes: [4401], stale_states: states, opened_without_get_token: counter.opened(), opened_same_token: counter2.opened() });
 }
 
+/** A JWT's `exp` (s), read from its payload (no verification: the gateway does that). */
+function expOf(token: string): number {
+  const payload = token.split(".")[1] ?? "";
+  return (JSON.parse(Buffer.from(payload, "base64url").toString()) as { exp: number }).exp;
+}
+
+/** Alice's first token lives a few seconds; getToken gives the next (longer-lived) one each time.
+ * The gateway (short refresh lead) hints before each expiry: the SDK answers on the SAME socket,
+ * which outlives the first two tokens and keeps receiving bob's messages, with no reconnect. */
+async function refresh(): Promise<void> {
+  const tokens = env("REFRESH_TOKENS").split(",");
+  const exps = tokens.map(expOf);
+  const queue = [...tokens];
+  const given: string[] = [];
+  const alice = new Peer("alice", [A, B], {
+    getToken: () => {
+      const token = queue.length > 1 ? (queue.shift() as string) : (queue[0] as string);
+      given.push(token);
+      return token;
+    },
+  });
+  const bob = new Peer("bob", [B]);
+  await Promise.all([alice.client.connect(), bob.client.connect()]);
+  assert.equal(alice.client.url, A);
+  // Bob talks until alice's second token is past its exp; each id says when it was sent.
+  const sentAt = new Map<string, number>();
+  const pastSecond = (exps[1] as number) + 1;
+  for (let i = 0; Date.now() / 1000 < pastSecond; i++) {
+    const id = `bob-${i}`;
+    sentAt.set(id, Date.now() / 1000);
+    await bob.send(id);
+    await sleep(150);
+  }
+  await until("alice has every message of bob", () => alice.messageIds().length >= sentAt.size, 10_000);
+  alice.checkExactlyOnce();
+  const stats = alice.client.stats;
+  assert.equal(stats.connects, 1, `one socket all along (closes: ${JSON.stringify(stats.closes)})`);
+  assert.deepEqual(stats.closes, [], "the socket was never closed");
+  assert.ok(alice.client.connected);
+  assert.ok(stats.refreshes >= 2, `both short tokens refreshed (${stats.refreshes})`);
+  assert.equal(stats.refreshFailures, 0);
+  assert.equal(alice.client.tokenExp, exps[2], "the socket holds the last token");
+  const afterFirst = alice.messageIds().filter((id) => (sentAt.get(id) ?? 0) > (exps[0] as number));
+  assert.ok(afterFirst.length > 0, "messages received after the first token's exp");
+  // Still live: one more message after both expiries arrives on the same socket.
+  await bob.send("bob-last");
+  await until("alice has the last message", () => alice.messageIds().includes("bob-last"), 10_000);
+  assert.equal(alice.client.stats.connects, 1);
+  result({
+    connects: stats.connects,
+    closes: stats.closes,
+    refreshes: stats.refreshes,
+    given: given.map((t) => tokens.indexOf(t)),
+    exps,
+    token_exp: alice.client.tokenExp,
+    received: alice.messageIds().length,
+    received_after_first_exp: afterFirst.length,
+  });
+  alice.client.close();
+  bob.client.close();
+}
+
 async function commands(): Promise<void> {
   // edit / delete / history / presence / typing through the SDK.
   const alice = new Peer("alice", [A]);
@@ -274,6 +337,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   sigkill: () => failover("SIGKILL"),
   sigterm: () => failover("SIGTERM"),
   tokens,
+  refresh,
   commands,
 };
 
