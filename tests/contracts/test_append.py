@@ -7,21 +7,16 @@ import asyncio
 import orjson
 import redis.asyncio as aioredis
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.ids import new_event_id
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.eventlog import Access, AppendStatus, EventLog, OwnerCheck, RoomCheck
 
 from tests.conftest import REDIS_URL
-
-
-def event(event_kind: EventKind, room: str, user: str, **data: object) -> Envelope:
-    return Envelope(
-        id=new_event_id(), kind=event_kind, room=room, user=user, ts=now_ms(), data=data
-    )
+from tests.support.events import envelope
 
 
 async def create(log: EventLog, room: str, owner: str = "owner") -> None:
-    env = event(EventKind.ROOM_CREATED, room, owner, name=room, kind="public", owner=owner)
+    env = envelope(EventKind.ROOM_CREATED, room, owner, name=room, kind="public", owner=owner)
     result = await log.append(env, room_check=RoomCheck.NEW)
     assert result.status == AppendStatus.OK and result.seq == 1
 
@@ -40,7 +35,7 @@ async def test_concurrent_appends_get_gapless_unique_seqs(
     async def writer(t: int) -> list[int]:
         seqs = []
         for i in range(per_task):
-            env = event(
+            env = envelope(
                 EventKind.MESSAGE, "busy", f"user{t}", text=f"{t}/{i}", client_id=f"{t}-{i}"
             )
             result = await logs[t % len(logs)].append(
@@ -81,12 +76,12 @@ async def test_dedupe_returns_the_first_ack_and_appends_nothing(
     log = EventLog(redis_client, keys)
     await create(log, "idem")
     first = await log.append(
-        event(EventKind.MESSAGE, "idem", "ann", text="hi", client_id="c1"), dedupe_id="c1"
+        envelope(EventKind.MESSAGE, "idem", "ann", text="hi", client_id="c1"), dedupe_id="c1"
     )
     shard = keys.log(keys.room_shard("idem"))
     length = await redis_client.xlen(shard)
     again = await log.append(
-        event(EventKind.MESSAGE, "idem", "ann", text="hi", client_id="c1"), dedupe_id="c1"
+        envelope(EventKind.MESSAGE, "idem", "ann", text="hi", client_id="c1"), dedupe_id="c1"
     )
     assert first.status == AppendStatus.OK and again.status == AppendStatus.DUPLICATE
     assert (again.seq, again.event_id) == (first.seq, first.event_id)
@@ -94,7 +89,7 @@ async def test_dedupe_returns_the_first_ack_and_appends_nothing(
     assert await redis_client.xlen(shard) == length
     # The id is per user: another user's c1 is a new message.
     other = await log.append(
-        event(EventKind.MESSAGE, "idem", "ben", text="hi", client_id="c1"), dedupe_id="c1"
+        envelope(EventKind.MESSAGE, "idem", "ben", text="hi", client_id="c1"), dedupe_id="c1"
     )
     assert other.status == AppendStatus.OK and other.seq == (first.seq or 0) + 1
     assert 0 < await redis_client.ttl(keys.dedupe("idem", "ann", "c1")) <= log.dedupe_ttl_s
@@ -103,24 +98,24 @@ async def test_dedupe_returns_the_first_ack_and_appends_nothing(
 async def test_room_checks(redis_client: aioredis.Redis, namespace: str) -> None:
     log = EventLog(redis_client, StreamKeys(namespace=namespace))
     missing = await log.append(
-        event(EventKind.MESSAGE, "ghost", "ann", text="x", client_id="1"),
+        envelope(EventKind.MESSAGE, "ghost", "ann", text="x", client_id="1"),
         room_check=RoomCheck.EXISTS,
     )
     assert missing.status == AppendStatus.NO_ROOM and not missing.ok and missing.seq is None
     await create(log, "real")
     again = await log.append(
-        event(EventKind.ROOM_CREATED, "real", "ann", name="x", kind="public", owner="ann"),
+        envelope(EventKind.ROOM_CREATED, "real", "ann", name="x", kind="public", owner="ann"),
         room_check=RoomCheck.NEW,
     )
     assert again.status == AppendStatus.ROOM_EXISTS
     ok = await log.append(
-        event(EventKind.MEMBER_JOINED, "real", "ann", by="ann"), room_check=RoomCheck.EXISTS
+        envelope(EventKind.MEMBER_JOINED, "real", "ann", by="ann"), room_check=RoomCheck.EXISTS
     )
     assert ok.status == AppendStatus.OK and ok.seq == 2
     # Live kinds get no seq and do not move the room's seq.
-    live = await log.append(event(EventKind.TYPING, "real", "ann"))
+    live = await log.append(envelope(EventKind.TYPING, "real", "ann"))
     assert live.status == AppendStatus.OK and live.seq is None and live.stream_id
-    after = await log.append(event(EventKind.MEMBER_LEFT, "real", "ann", by="ann"))
+    after = await log.append(envelope(EventKind.MEMBER_LEFT, "real", "ann", by="ann"))
     assert after.seq == 3
 
 
@@ -128,11 +123,11 @@ async def test_owner_check(redis_client: aioredis.Redis, namespace: str) -> None
     keys = StreamKeys(namespace=namespace)
     log = EventLog(redis_client, keys)
     await create(log, "own")
-    msg = await log.append(event(EventKind.MESSAGE, "own", "ann", text="v1", client_id="m"))
+    msg = await log.append(envelope(EventKind.MESSAGE, "own", "ann", text="v1", client_id="m"))
     assert msg.seq == 2
 
     def edit(user: str, target: int) -> Envelope:
-        return event(EventKind.MESSAGE_EDITED, "own", user, target_seq=target, text="v2")
+        return envelope(EventKind.MESSAGE_EDITED, "own", user, target_seq=target, text="v2")
 
     by_author = await log.append(edit("ann", 2), owner_check=OwnerCheck(2, "ann"))
     assert by_author.status == AppendStatus.OK and by_author.seq == 3
@@ -144,7 +139,7 @@ async def test_owner_check(redis_client: aioredis.Redis, namespace: str) -> None
     assert unknown.status == AppendStatus.UNKNOWN_TARGET
     # Refusals append nothing: the next event still gets seq 4.
     delete = await log.append(
-        event(EventKind.MESSAGE_DELETED, "own", "ann", target_seq=2),
+        envelope(EventKind.MESSAGE_DELETED, "own", "ann", target_seq=2),
         owner_check=OwnerCheck(2, "ann"),
     )
     assert delete.seq == 4
@@ -157,7 +152,7 @@ async def test_roster_decides_membership_atomically(
     access checks read it (issue 9 item 1)."""
     keys = StreamKeys(namespace=namespace)
     log = EventLog(redis_client, keys)
-    created = event(
+    created = envelope(
         EventKind.ROOM_CREATED,
         "vault",
         "olga",
@@ -171,13 +166,13 @@ async def test_roster_decides_membership_atomically(
     assert await redis_client.hget(keys.kinds(keys.room_shard("vault")), "vault") == b"private"
 
     def msg(user: str) -> Envelope:
-        return event(EventKind.MESSAGE, "vault", user, text="x", client_id=new_event_id())
+        return envelope(EventKind.MESSAGE, "vault", user, text="x", client_id=new_event_id())
 
     def joined(user: str) -> Envelope:
-        return event(EventKind.MEMBER_JOINED, "vault", user, by=user)
+        return envelope(EventKind.MEMBER_JOINED, "vault", user, by=user)
 
     def left(user: str) -> Envelope:
-        return event(EventKind.MEMBER_LEFT, "vault", user, by="olga")
+        return envelope(EventKind.MEMBER_LEFT, "vault", user, by="olga")
 
     assert (await log.append(msg("yuri"), access=Access.MEMBER)).seq == 2
     assert (await log.append(msg("eve"), access=Access.MEMBER)).status == AppendStatus.FORBIDDEN
@@ -196,7 +191,7 @@ async def test_roster_decides_membership_atomically(
     assert await redis_client.smembers(keys.roster("vault")) == {b"olga", b"eve"}
     # A public room: joining by oneself appends member_joined once.
     await create(log, "plaza")
-    pub = event(EventKind.MEMBER_JOINED, "plaza", "eve", by="eve")
+    pub = envelope(EventKind.MEMBER_JOINED, "plaza", "eve", by="eve")
     assert (await log.append(pub, access=Access.JOIN)).seq == 2
     assert (await log.append(pub, access=Access.JOIN)).status == AppendStatus.MEMBER
 
@@ -208,7 +203,7 @@ async def test_seed_roster_of_a_room_from_before_rosters(
     adds the membership events after S from the recent buffer, once."""
     keys = StreamKeys(namespace=namespace)
     log = EventLog(redis_client, keys)
-    created = event(
+    created = envelope(
         EventKind.ROOM_CREATED,
         "old",
         "olga",
@@ -218,13 +213,13 @@ async def test_seed_roster_of_a_room_from_before_rosters(
         members=["yuri"],
     )
     await log.append(created, room_check=RoomCheck.NEW)
-    await log.append(event(EventKind.MEMBER_JOINED, "old", "ann", by="olga"))  # seq 2
-    await log.append(event(EventKind.MEMBER_LEFT, "old", "yuri", by="olga"))  # seq 3
-    await log.append(event(EventKind.MESSAGE, "old", "ann", text="x", client_id="1"))  # 4
+    await log.append(envelope(EventKind.MEMBER_JOINED, "old", "ann", by="olga"))  # seq 2
+    await log.append(envelope(EventKind.MEMBER_LEFT, "old", "yuri", by="olga"))  # seq 3
+    await log.append(envelope(EventKind.MESSAGE, "old", "ann", text="x", client_id="1"))  # 4
     # Before rosters: no kinds entry, no roster.
     await redis_client.hdel(keys.kinds(keys.room_shard("old")), "old")
     await redis_client.delete(keys.roster("old"))
-    send = event(EventKind.MESSAGE, "old", "ann", text="y", client_id="2")
+    send = envelope(EventKind.MESSAGE, "old", "ann", text="y", client_id="2")
     assert (await log.append(send, access=Access.MEMBER)).status == AppendStatus.UNSEEDED
     assert await log.access("old", "ann") == (True, None, False)
     # The projection had applied up to seq 1 (olga, yuri); events 2..4 come from the buffer.
@@ -245,11 +240,11 @@ async def test_deleted_message_is_final(redis_client: aioredis.Redis, namespace:
     keys = StreamKeys(namespace=namespace)
     log = EventLog(redis_client, keys)
     await create(log, "del")
-    msg = await log.append(event(EventKind.MESSAGE, "del", "ann", text="v1", client_id="m"))
+    msg = await log.append(envelope(EventKind.MESSAGE, "del", "ann", text="v1", client_id="m"))
     assert msg.seq == 2
-    delete = event(EventKind.MESSAGE_DELETED, "del", "ann", target_seq=2)
+    delete = envelope(EventKind.MESSAGE_DELETED, "del", "ann", target_seq=2)
     assert (await log.append(delete, owner_check=OwnerCheck(2, "ann"))).seq == 3
-    edit = event(EventKind.MESSAGE_EDITED, "del", "ann", target_seq=2, text="v2")
+    edit = envelope(EventKind.MESSAGE_EDITED, "del", "ann", target_seq=2, text="v2")
     for env in (edit, delete):
         # With the owner check, and without it (the gateway's path after asking history).
         assert (await log.append(env, owner_check=OwnerCheck(2, "ann"))).status == "deleted"
@@ -266,7 +261,7 @@ async def test_client_id_is_unique_per_user_across_rooms(
     await create(log, "two")
 
     def send(room: str, user: str = "ann") -> Envelope:
-        return event(EventKind.MESSAGE, room, user, text="hi", client_id="c1")
+        return envelope(EventKind.MESSAGE, room, user, text="hi", client_id="c1")
 
     first = await log.append(send("one"), dedupe_id="c1")
     again = await log.append(send("two"), dedupe_id="c1")
@@ -278,12 +273,12 @@ async def test_client_id_is_unique_per_user_across_rooms(
     # Bound to a room whose append never happened (a lost connection): another room is refused,
     # the bound room still takes the retry.
     await redis_client.set(keys.client_id("ann", "c2"), "one")
-    lost = event(EventKind.MESSAGE, "two", "ann", text="x", client_id="c2")
+    lost = envelope(EventKind.MESSAGE, "two", "ann", text="x", client_id="c2")
     assert (await log.append(lost, dedupe_id="c2")).status == AppendStatus.ID_IN_USE
-    retry = event(EventKind.MESSAGE, "one", "ann", text="x", client_id="c2")
+    retry = envelope(EventKind.MESSAGE, "one", "ann", text="x", client_id="c2")
     assert (await log.append(retry, dedupe_id="c2")).seq == 3
     # A refused send frees its id.
-    ghost = event(EventKind.MESSAGE, "ghost", "ann", text="x", client_id="c3")
+    ghost = envelope(EventKind.MESSAGE, "ghost", "ann", text="x", client_id="c3")
     refused = await log.append(ghost, room_check=RoomCheck.EXISTS, dedupe_id="c3")
     assert refused.status == AppendStatus.NO_ROOM
     assert await redis_client.exists(keys.client_id("ann", "c3")) == 0

@@ -8,14 +8,11 @@ FastStream's cluster broker; the heartbeat's pipeline spans slots.
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import pytest
 from redis.crc import key_slot
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.consumer import LogConsumer, LogEntry
 from roomstream_kit.eventlog import AppendStatus, EventLog, OwnerCheck, RoomCheck
 from roomstream_kit.node import Heartbeat
@@ -23,29 +20,7 @@ from roomstream_kit.redis import AnyRedis, connect, same_slot_groups
 from roomstream_kit.settings import CommonSettings
 
 from tests.deploy.redis_cluster import RedisClusterProcesses
-
-
-@pytest.fixture
-def settings(redis_cluster: RedisClusterProcesses) -> CommonSettings:
-    return CommonSettings(
-        redis_url=redis_cluster.url,
-        redis_cluster=True,
-        namespace=f"t{uuid.uuid4().hex[:8]}",
-        shards=8,
-    )
-
-
-@pytest.fixture
-async def client(settings: CommonSettings) -> AsyncIterator[AnyRedis]:
-    redis = connect(settings)
-    yield redis
-    await redis.aclose()
-
-
-def _event(event_kind: EventKind, room: str | None, user: str, **data: object) -> Envelope:
-    return Envelope(
-        id=new_event_id(), kind=event_kind, room=room, user=user, ts=now_ms(), data=data
-    )
+from tests.support.events import envelope
 
 
 def test_shards_spread_over_every_master(
@@ -81,17 +56,17 @@ async def test_append_script_on_cluster(client: AnyRedis, settings: CommonSettin
     assert {settings.keys.room_shard(r) for r in rooms} == set(range(settings.shards))
     for room in rooms:
         missing = await log.append(
-            _event(EventKind.MESSAGE, room, "ann", text="x", client_id="c0"),
+            envelope(EventKind.MESSAGE, room, "ann", text="x", client_id="c0"),
             room_check=RoomCheck.EXISTS,
         )
         assert missing.status is AppendStatus.NO_ROOM
         created = await log.append(
-            _event(EventKind.ROOM_CREATED, room, "ann", name=room, kind="public", owner="ann"),
+            envelope(EventKind.ROOM_CREATED, room, "ann", name=room, kind="public", owner="ann"),
             room_check=RoomCheck.NEW,
         )
         assert (created.status, created.seq) == (AppendStatus.OK, 1)
         again = await log.append(
-            _event(EventKind.ROOM_CREATED, room, "ann", name=room, kind="public", owner="ann"),
+            envelope(EventKind.ROOM_CREATED, room, "ann", name=room, kind="public", owner="ann"),
             room_check=RoomCheck.NEW,
         )
         assert again.status is AppendStatus.ROOM_EXISTS
@@ -99,7 +74,7 @@ async def test_append_script_on_cluster(client: AnyRedis, settings: CommonSettin
     async def send(room: str, n: int) -> int | None:
         # Client ids are unique per user (across rooms): one id per room and message.
         res = await log.append(
-            _event(EventKind.MESSAGE, room, "ann", text=f"m{n}", client_id=f"{room}-c{n}"),
+            envelope(EventKind.MESSAGE, room, "ann", text=f"m{n}", client_id=f"{room}-c{n}"),
             room_check=RoomCheck.EXISTS,
             dedupe_id=f"{room}-c{n}",
         )
@@ -113,19 +88,19 @@ async def test_append_script_on_cluster(client: AnyRedis, settings: CommonSettin
 
     room = rooms[0]
     dup = await log.append(
-        _event(EventKind.MESSAGE, room, "ann", text="m3", client_id=f"{room}-c3"),
+        envelope(EventKind.MESSAGE, room, "ann", text="m3", client_id=f"{room}-c3"),
         room_check=RoomCheck.EXISTS,
         dedupe_id=f"{room}-c3",
     )
     assert dup.status is AppendStatus.DUPLICATE
     assert dup.seq in seqs[:10]
     not_owner = await log.append(
-        _event(EventKind.MESSAGE_DELETED, room, "bob", target_seq=2),
+        envelope(EventKind.MESSAGE_DELETED, room, "bob", target_seq=2),
         owner_check=OwnerCheck(2, "bob"),
     )
     assert not_owner.status is AppendStatus.NOT_OWNER
     deleted = await log.append(
-        _event(EventKind.MESSAGE_DELETED, room, "ann", target_seq=2),
+        envelope(EventKind.MESSAGE_DELETED, room, "ann", target_seq=2),
         owner_check=OwnerCheck(2, "ann"),
     )
     assert (deleted.status, deleted.seq) == (AppendStatus.OK, 12)
@@ -141,7 +116,7 @@ async def test_consumer_reads_every_shard_of_a_cluster(
     rooms = [f"c{i}" for i in range(16)]
     for room in rooms:
         await log.append(
-            _event(EventKind.ROOM_CREATED, room, "ann", name=room, kind="public", owner="ann"),
+            envelope(EventKind.ROOM_CREATED, room, "ann", name=room, kind="public", owner="ann"),
             room_check=RoomCheck.NEW,
         )
     seen: list[Envelope] = []
@@ -157,7 +132,7 @@ async def test_consumer_reads_every_shard_of_a_cluster(
         for n in range(5):
             for room in rooms:
                 await log.append(
-                    _event(EventKind.MESSAGE, room, "ann", text=f"{n}", client_id=f"{room}{n}")
+                    envelope(EventKind.MESSAGE, room, "ann", text=f"{n}", client_id=f"{room}{n}")
                 )
         expected = len(rooms) * 6
         for _ in range(600):
@@ -197,7 +172,7 @@ async def test_same_slot_groups_split_the_shards(
     assert sorted(key for group in groups for key in group) == sorted(streams)
     assert len(groups) == settings.shards
     log = EventLog.from_settings(client, settings)
-    await log.append(_event(EventKind.TYPING, "lobby", "ann"))
+    await log.append(envelope(EventKind.TYPING, "lobby", "ann"))
     got: list[Any] = []
     for group in groups:
         reply: Any = await client.xread(dict.fromkeys(group, "0-0"), count=10)

@@ -4,41 +4,14 @@ honoured by a room on another master."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 from redis.crc import key_slot
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import Access, AppendStatus, EventLog, RoomCheck
-from roomstream_kit.redis import AnyRedis, connect
+from roomstream_kit.redis import AnyRedis
 from roomstream_kit.settings import CommonSettings
 
 from tests.deploy.redis_cluster import RedisClusterProcesses
-
-
-@pytest.fixture
-def settings(redis_cluster: RedisClusterProcesses) -> CommonSettings:
-    return CommonSettings(
-        redis_url=redis_cluster.url,
-        redis_cluster=True,
-        namespace=f"t{uuid.uuid4().hex[:8]}",
-        shards=8,
-    )
-
-
-@pytest.fixture
-async def client(settings: CommonSettings) -> AsyncIterator[AnyRedis]:
-    redis = connect(settings)
-    yield redis
-    await redis.aclose()
-
-
-def _event(event_kind: EventKind, room: str, user: str, **data: object) -> Envelope:
-    return Envelope(
-        id=new_event_id(), kind=event_kind, room=room, user=user, ts=now_ms(), data=data
-    )
+from tests.support.events import envelope
 
 
 async def test_roster_and_per_user_ids_on_a_cluster(
@@ -63,7 +36,7 @@ async def test_roster_and_per_user_ids_on_a_cluster(
     for room in rooms:
         for key in (keys.kinds(keys.room_shard(room)), keys.roster(room), keys.deleted(room)):
             assert key_slot(key.encode()) == key_slot(keys.log(keys.room_shard(room)).encode())
-        created = _event(
+        created = envelope(
             EventKind.ROOM_CREATED,
             room,
             "ann",
@@ -74,13 +47,13 @@ async def test_roster_and_per_user_ids_on_a_cluster(
         )
         assert (await log.append(created, room_check=RoomCheck.NEW)).seq == 1
 
-    left = _event(EventKind.MEMBER_LEFT, one, "bob", by="ann")
+    left = envelope(EventKind.MEMBER_LEFT, one, "bob", by="ann")
     assert (await log.append(left, access=Access.LEAVE)).seq == 2
-    join = _event(EventKind.MEMBER_JOINED, one, "bob", by="bob")
+    join = envelope(EventKind.MEMBER_JOINED, one, "bob", by="bob")
     assert (await log.append(join, access=Access.JOIN)).status == AppendStatus.FORBIDDEN
 
     def send(room: str) -> Envelope:
-        return _event(EventKind.MESSAGE, room, "ann", text="hi", client_id="same")
+        return envelope(EventKind.MESSAGE, room, "ann", text="hi", client_id="same")
 
     first = await log.append(send(one), dedupe_id="same", access=Access.MEMBER)
     again = await log.append(send(two), dedupe_id="same", access=Access.MEMBER)

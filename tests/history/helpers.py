@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.events import EventKind
+from roomstream_contracts.ids import new_event_id
 from roomstream_kit.eventlog import AppendResult, EventLog, RoomCheck
 
 from tests.support import rooms as support_rooms
+from tests.support.events import envelope
 
 
 async def create_room(
@@ -33,32 +34,22 @@ async def create_room(
     )
 
 
-def envelope(
-    kind: EventKind, room: str, user: str, data: dict[str, Any], *, ts: int | None = None
-) -> Envelope:
-    return Envelope(
-        id=new_event_id(), kind=kind, room=room, user=user, ts=ts or now_ms(), data=data
-    )
-
-
 async def send(log: EventLog, room: str, user: str, text: str, *, ts: int | None = None) -> int:
-    env = envelope(
-        EventKind.MESSAGE, room, user, {"text": text, "client_id": new_event_id()}, ts=ts
-    )
+    env = envelope(EventKind.MESSAGE, room, user, ts=ts, text=text, client_id=new_event_id())
     result = await log.append(env, room_check=RoomCheck.EXISTS)
     assert result.ok and result.seq is not None, result
     return result.seq
 
 
 async def edit(log: EventLog, room: str, user: str, target: int, text: str) -> int:
-    env = envelope(EventKind.MESSAGE_EDITED, room, user, {"target_seq": target, "text": text})
+    env = envelope(EventKind.MESSAGE_EDITED, room, user, target_seq=target, text=text)
     result = await log.append(env, room_check=RoomCheck.EXISTS)
     assert result.ok and result.seq is not None
     return result.seq
 
 
 async def delete(log: EventLog, room: str, user: str, target: int) -> int:
-    env = envelope(EventKind.MESSAGE_DELETED, room, user, {"target_seq": target})
+    env = envelope(EventKind.MESSAGE_DELETED, room, user, target_seq=target)
     result = await log.append(env, room_check=RoomCheck.EXISTS)
     assert result.ok and result.seq is not None
     return result.seq

@@ -53,7 +53,7 @@ async def test_pages_edits_deletes_and_access(cluster: Cluster, eventlog: EventL
     d1 = await delete(eventlog, "pub", "alice", seqs[7])
     # The append script refuses an edit of a deleted message (issue 9 item 10); a log written
     # before it did may hold one: simulate that by forgetting the deletion for the edit.
-    late = envelope(EventKind.MESSAGE_EDITED, "pub", "alice", {"target_seq": seqs[7], "text": "x"})
+    late = envelope(EventKind.MESSAGE_EDITED, "pub", "alice", target_seq=seqs[7], text="x")
     assert (await eventlog.append(late)).status == AppendStatus.DELETED
     await eventlog.redis.srem(eventlog.keys.deleted("pub"), seqs[7])
     await edit(eventlog, "pub", "alice", seqs[7], "edit after delete")
@@ -175,9 +175,9 @@ async def test_persist_span_continues_the_producers_trace(
     )
     await create_room(eventlog, "traced", "alice")
     trace_id, parent_id = new_event_id(), new_event_id()[:16]
-    env = envelope(
-        EventKind.MESSAGE, "traced", "alice", {"text": "hi", "client_id": "c1"}
-    ).model_copy(update={"trace": {"traceparent": f"00-{trace_id}-{parent_id}-01"}})
+    env = envelope(EventKind.MESSAGE, "traced", "alice", text="hi", client_id="c1").model_copy(
+        update={"trace": {"traceparent": f"00-{trace_id}-{parent_id}-01"}}
+    )
     seq = (await eventlog.append(env, room_check=RoomCheck.EXISTS)).seq
     assert seq is not None
     await wait_for(lambda: _persisted(hist.url, "traced", seq), what="persisted")
