@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from roomstream_kit.eventlog import EventLog
 
 from tests.conftest import Cluster
 from tests.history.helpers import create_room, wait_for
-from tests.history.proxy import CuttableProxy
 from tests.history.wsclient import WsClient
-from tests.support.processes import free_port
+from tests.support.proxy import CuttableProxy
 
 TOTAL = 10_000
 ROOMS = [f"room-{i}" for i in range(10)]
@@ -27,18 +25,12 @@ RATE = 600.0
 """Messages per second overall, so the crashes and the outage happen mid-stream."""
 
 
-def _via(database_url: str, port: int) -> str:
-    parts = urlsplit(database_url)
-    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{port}"))
-
-
 async def test_no_message_lost_through_crashes_and_postgres_outage(
     cluster: Cluster, eventlog: EventLog, database_url: str
 ) -> None:
-    proxy = CuttableProxy(free_port(), "127.0.0.1", urlsplit(database_url).port or 5432)
-    await proxy.start()
+    proxy, via_proxy = await CuttableProxy.before_postgres(database_url)
     env = {
-        "DATABASE_URL": _via(database_url, proxy.listen_port),
+        "DATABASE_URL": via_proxy,
         "ROOMSTREAM_NODE_ID": "history-durability",
         "ROOMSTREAM_RECLAIM_IDLE_MS": "1000",
         "ROOMSTREAM_BATCH_SIZE": "200",

@@ -16,7 +16,6 @@ import asyncio
 import os
 import re
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -29,9 +28,8 @@ from roomstream_kit.eventlog import EventLog, RoomCheck
 
 from tests.conftest import REDIS_URL, Cluster, make_token, service_token
 from tests.history.helpers import create_room, send, wait_for
-from tests.history.proxy import CuttableProxy
 from tests.history.wsclient import WsClient
-from tests.support.processes import free_port
+from tests.support.proxy import CuttableProxy
 from tests.support.together import Spec, start_together
 
 NUL = "\x00"
@@ -204,18 +202,12 @@ async def test_poison_entries_are_dead_lettered_and_the_shard_keeps_flowing(
         await redis.aclose()
 
 
-def _via(database_url: str, port: int) -> str:
-    parts = urlsplit(database_url)
-    return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{port}"))
-
-
 async def test_a_postgres_outage_dead_letters_nothing(
     cluster: Cluster, namespace: str, database_url: str
 ) -> None:
-    proxy = CuttableProxy(free_port(), "127.0.0.1", urlsplit(database_url).port or 5432)
-    await proxy.start()
+    proxy, via_proxy = await CuttableProxy.before_postgres(database_url)
     env = {
-        "DATABASE_URL": _via(database_url, proxy.listen_port),
+        "DATABASE_URL": via_proxy,
         "ROOMSTREAM_POLL_MS": "20",
         "ROOMSTREAM_CONSUMER_MAX_ATTEMPTS": "2",
         "ROOMSTREAM_CONSUMER_STUCK_AFTER_S": "1",

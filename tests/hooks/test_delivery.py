@@ -21,6 +21,7 @@ from tests.hooks.helpers import (
     wait_for,
 )
 from tests.hooks.receiver import SECRET_A, SECRET_B, Receiver
+from tests.support.proxy import CuttableProxy
 
 ROOMS = ["r1", "r2", "r3"]
 
@@ -247,17 +248,7 @@ async def test_postgres_cut_under_traffic_loses_nothing(
     """Postgres unreachable for a few seconds (a TCP proxy of the test's own is cut) while
     messages keep coming: the consumer waits (the log keeps the entries), the workers restart,
     the leader re-takes its lock; afterwards the receiver has every event, in order per room."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    from tests.history.proxy import CuttableProxy
-    from tests.support.processes import free_port
-
-    proxy = CuttableProxy(free_port(), "127.0.0.1", urlsplit(database_url).port or 5432)
-    await proxy.start()
-    parts = urlsplit(database_url)
-    via = urlunsplit(
-        parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.listen_port}")
-    )
+    proxy, via = await CuttableProxy.before_postgres(database_url)
     receiver = await Receiver(SECRET_A).start()
     try:
         hooks = await start_hooks(cluster, {"DATABASE_URL": via})

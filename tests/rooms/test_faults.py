@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 from roomstream_contracts.events import EventKind
 
 from tests.conftest import REDIS_URL
-from tests.history.proxy import CuttableProxy
 from tests.rooms.helpers import (
     FAST_ENV,
     ROOMS,
@@ -23,19 +22,14 @@ from tests.rooms.helpers import (
     poll,
 )
 from tests.support.processes import free_port
-
-
-def _via(database_url: str, port: int) -> str:
-    parts = urlsplit(database_url)
-    return urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{port}"))
+from tests.support.proxy import CuttableProxy
 
 
 async def test_postgres_outage_then_catch_up(cluster, namespace, database_url, redis_client):
-    proxy = CuttableProxy(free_port(), "127.0.0.1", urlsplit(database_url).port or 5432)
-    await proxy.start()
+    proxy, via_proxy = await CuttableProxy.before_postgres(database_url)
     env = {
         **FAST_ENV,
-        "DATABASE_URL": _via(database_url, proxy.listen_port),
+        "DATABASE_URL": via_proxy,
         "ROOMSTREAM_APPLY_TIMEOUT_S": "2",
     }
     # Started from a thread: the proxy runs on this event loop and must keep serving meanwhile.

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit, urlunsplit
+
+from tests.support.processes import free_port
 
 
 class CuttableProxy:
@@ -13,6 +16,16 @@ class CuttableProxy:
         self.target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+
+    @classmethod
+    async def before_postgres(cls, database_url: str) -> tuple[CuttableProxy, str]:
+        """A started proxy on a free port in front of `database_url`'s server, and the URL of the
+        same database through it (what a service under test is given)."""
+        parts = urlsplit(database_url)
+        proxy = cls(free_port(), parts.hostname or "127.0.0.1", parts.port or 5432)
+        await proxy.start()
+        user = parts.username or "postgres"
+        return proxy, urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{proxy.listen_port}"))
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(
