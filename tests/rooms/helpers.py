@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -22,6 +23,8 @@ from roomstream_rooms import store
 from roomstream_rooms.readmodels import ReadModels
 
 from tests.conftest import PG_ADMIN_URL, REDIS_URL, make_token, service_token
+from tests.history.proxy import CuttableProxy
+from tests.support.processes import free_port
 
 ROOMS = "roomstream_rooms"
 DEADLINE_S = 60.0
@@ -203,3 +206,12 @@ async def group_pending(redis: aioredis.Redis, namespace: str, group: str = "roo
         except aioredis.ResponseError:
             pass
     return total
+
+
+async def redis_proxy() -> tuple[CuttableProxy, str]:
+    """A started proxy in front of the shared Redis that a test can cut ("Redis goes away" for
+    one service only), and the Redis URL through it. Cut it at the end of the test."""
+    target = urlsplit(REDIS_URL)
+    proxy = CuttableProxy(free_port(), target.hostname or "127.0.0.1", target.port or 6379)
+    await proxy.start()
+    return proxy, urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.listen_port}"))

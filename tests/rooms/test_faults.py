@@ -9,7 +9,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 from roomstream_contracts.events import EventKind
 
-from tests.conftest import REDIS_URL
 from tests.history.proxy import CuttableProxy
 from tests.rooms.helpers import (
     FAST_ENV,
@@ -21,6 +20,7 @@ from tests.rooms.helpers import (
     member_event,
     message,
     poll,
+    redis_proxy,
 )
 from tests.support.processes import free_port
 
@@ -81,13 +81,8 @@ async def _applied(database_url: str, total: int) -> bool:
 
 
 async def test_redis_outage_then_catch_up(cluster, namespace, database_url, redis_client):
-    target = urlsplit(REDIS_URL)
-    proxy = CuttableProxy(free_port(), target.hostname or "127.0.0.1", target.port or 6379)
-    await proxy.start()
-    env = {
-        **FAST_ENV,
-        "REDIS_URL": urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.listen_port}")),
-    }
+    proxy, redis_url = await redis_proxy()
+    env = {**FAST_ENV, "REDIS_URL": redis_url}
     rooms = await asyncio.to_thread(cluster.start, ROOMS, env=env)
     try:
         async with api(rooms.url) as http:
