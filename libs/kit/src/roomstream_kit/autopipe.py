@@ -16,10 +16,11 @@ redis-py's own calls (`EventLog` without runners): a cluster pipeline routes EVA
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 from roomstream_contracts.streams import APPEND_SCRIPT
 
 _Call = tuple[str, tuple[Any, ...], "asyncio.Future[Any]"]
@@ -30,7 +31,8 @@ class AutoPipeline:
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._append: AsyncScript = redis.register_script(APPEND_SCRIPT)
+        self._sha = hashlib.sha1(APPEND_SCRIPT.encode()).hexdigest()
+        self._loaded = False
         self._queue: list[_Call] = []
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -55,18 +57,16 @@ class AutoPipeline:
     async def _flush(self) -> None:
         calls, self._queue = self._queue, []
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for what, args, _ in calls:
-                    if what == "script":
-                        keys, argv = args
-                        # Loaded before the pipeline runs (redis-py's annotation names the sync Script).
-                        pipe.scripts.add(self._append)  # type: ignore[arg-type]
-                        pipe.evalsha(self._append.sha, len(keys), *keys, *argv)
-                    elif args[0] == "SET":  # SET ... GET: the old value, not a bool
-                        pipe.execute_command(*args, get=True)
-                    else:
-                        pipe.execute_command(*args)
-                replies = await pipe.execute(raise_on_error=False)
+            replies = await self._execute(calls)
+            if any(isinstance(r, NoScriptError) for r in replies):
+                # The server lost its scripts (restart, SCRIPT FLUSH): EVALSHA ran nothing, so
+                # loading the script and sending those calls again doubles nothing.
+                self._loaded = False
+                again = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+                for i, reply in zip(
+                    again, await self._execute([calls[i] for i in again]), strict=True
+                ):
+                    replies[i] = reply
         except BaseException as exc:
             for _, _, future in calls:
                 if not future.done():
@@ -81,3 +81,21 @@ class AutoPipeline:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _execute(self, calls: list[_Call]) -> list[Any]:
+        """One pipeline of `calls`; error replies in place. The script is loaded once (SCRIPT
+        LOAD), not checked before every pipeline as redis-py's pipeline scripts are."""
+        if not self._loaded and any(what == "script" for what, _, _ in calls):
+            await self.redis.script_load(APPEND_SCRIPT)
+            self._loaded = True
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for what, args, _ in calls:
+                if what == "script":
+                    keys, argv = args
+                    pipe.evalsha(self._sha, len(keys), *keys, *argv)
+                elif args[0] == "SET":  # SET ... GET: the old value, not a bool
+                    pipe.execute_command(*args, get=True)
+                else:
+                    pipe.execute_command(*args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
