@@ -150,13 +150,33 @@ async def test_api_publish_reaches_both_gateways_once_and_a_retry_appends_nothin
         assert ack["type"] == "ack" and (ack["room"], ack["seq"], ack["id"]) == tuple(mine.values())
         assert await room_seq(redis_client, namespace, "lobby") == 4
 
+        # Racing retries (the same id at once, to the same room and to another): one append.
+        await create(http, "side", "alice", ["bob"])
+        racing = await asyncio.gather(
+            *(
+                http.post(
+                    f"/rooms/{'side' if i % 3 == 0 else 'lobby'}/messages",
+                    json={"text": "race", "id": "race-1"},
+                    headers=auth(),
+                )
+                for i in range(12)
+            )
+        )
+        answers = [r.json() for r in racing if r.status_code == 200]
+        # A loser that hit the other room while the winner's append was in flight is told so (400).
+        assert all(r.status_code in (200, 400) for r in racing), [r.text for r in racing]
+        assert answers and all(a == answers[0] for a in answers), answers
+        won = answers[0]["room"]
+        seqs = {room: await room_seq(redis_client, namespace, room) for room in ("lobby", "side")}
+        assert seqs == {"lobby": 5 if won == "lobby" else 4, "side": 2 if won == "side" else 1}
+
         for ws in (alice, bob):
             got = messages(await drain(ws), "lobby")
             assert [(e["seq"], e["user"], e["data"]["text"]) for e in got] == [
                 (2, "test-service", "hello"),
                 (3, "bob", "from bob"),
                 (4, "alice", "mine"),
-            ]
+            ] + ([(5, "test-service", "race")] if won == "lobby" else [])
             assert got[0]["id"] == first["id"] and got[0]["data"]["client_id"] == "p1"
         await alice.close()
         await bob.close()
@@ -374,6 +394,9 @@ async def test_bad_input_is_a_4xx_and_appends_nothing(
             r = await http.post(path, **kwargs)
             assert r.status_code == status, (path, kwargs.get("json"), r.status_code, r.text)
             assert r.json()["error"]["code"], r.text
+        # Reads of this path are the history service's: here a 405 with an error body, not 500.
+        r = await http.get(url, headers=auth())
+        assert r.status_code == 405 and r.json()["error"]["code"] == "bad_request", r.text
         r = await http.patch("/rooms/strict/messages/1", json={"text": 1}, headers=auth())
         assert r.status_code == 400, r.text
         r = await http.patch("/rooms/strict/messages/0", json={"text": "x"}, headers=auth())
