@@ -178,8 +178,11 @@ class HistoryLookup:
             return None
         if r.status_code != 200:
             raise ApiError(ErrorCode.UNAVAILABLE, f"history service answered {r.status_code}")
-        events = r.json().get("events") or []
-        first = events[0] if events else None
+        try:
+            events = r.json().get("events") or []
+            first = events[0] if events else None
+        except (ValueError, AttributeError, TypeError, KeyError):
+            raise ApiError(ErrorCode.UNAVAILABLE, "history service answered no page") from None
         return first if isinstance(first, dict) and first.get("seq") == seq else None
 
     async def aclose(self) -> None:
@@ -187,6 +190,8 @@ class HistoryLookup:
 
 
 class PublishApi:
+    """The endpoints of the publish API (`routes`) and their authorization (`author_of`)."""
+
     def __init__(
         self,
         *,
