@@ -5,7 +5,6 @@ returns the projection catches up with nothing lost."""
 from __future__ import annotations
 
 import asyncio
-from urllib.parse import urlsplit, urlunsplit
 
 from roomstream_contracts.events import EventKind
 
@@ -21,7 +20,6 @@ from tests.rooms.helpers import (
     message,
     poll,
 )
-from tests.support.processes import free_port
 from tests.support.proxy import CuttableProxy
 
 
@@ -75,13 +73,8 @@ async def _applied(database_url: str, total: int) -> bool:
 
 
 async def test_redis_outage_then_catch_up(cluster, namespace, database_url, redis_client):
-    target = urlsplit(REDIS_URL)
-    proxy = CuttableProxy(free_port(), target.hostname or "127.0.0.1", target.port or 6379)
-    await proxy.start()
-    env = {
-        **FAST_ENV,
-        "REDIS_URL": urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.listen_port}")),
-    }
+    proxy, redis_url = await CuttableProxy.before_redis(REDIS_URL)
+    env = {**FAST_ENV, "REDIS_URL": redis_url}
     rooms = await asyncio.to_thread(cluster.start, ROOMS, env=env)
     try:
         async with api(rooms.url) as http:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 from roomstream_rooms.api import RoomsApi
+from roomstream_rooms.publish import PublishApi
 from roomstream_rooms.users import UserSessionsApi
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "rooms.yaml"
@@ -15,15 +16,17 @@ def test_openapi_matches_the_routes():
     doc = yaml.safe_load(DOC.read_text())
     api = RoomsApi.__new__(RoomsApi)  # routes() needs no dependencies
     users = UserSessionsApi.__new__(UserSessionsApi)
+    publish = PublishApi.__new__(PublishApi)
     served = {
         (route.path, method.lower())
-        for route in [*api.routes(), *users.routes()]
+        for route in [*api.routes(), *users.routes(), *publish.routes()]
         for method in (route.methods or set()) - {"HEAD"}
     }
     documented = {
         (path, method)
         for path, item in doc["paths"].items()
         for method in item
-        if method in {"get", "post", "put", "delete"} and path.startswith(("/rooms", "/users"))
+        if method in {"get", "post", "put", "patch", "delete"}
+        and path.startswith(("/rooms", "/users", "/messages"))
     }
     assert served == documented

@@ -27,6 +27,15 @@ class CuttableProxy:
         user = parts.username or "postgres"
         return proxy, urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{proxy.listen_port}"))
 
+    @classmethod
+    async def before_redis(cls, redis_url: str) -> tuple[CuttableProxy, str]:
+        """A started proxy on a free port in front of `redis_url`'s server ("Redis goes away" for
+        one service only), and the Redis URL through it."""
+        target = urlsplit(redis_url)
+        proxy = cls(free_port(), target.hostname or "127.0.0.1", target.port or 6379)
+        await proxy.start()
+        return proxy, urlunsplit(target._replace(netloc=f"127.0.0.1:{proxy.listen_port}"))
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._handle, "127.0.0.1", self.listen_port, reuse_address=True

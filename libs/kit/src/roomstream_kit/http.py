@@ -116,13 +116,32 @@ def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[R
     return handlers
 
 
-async def json_body(request: Request) -> Any:
-    """The request body as JSON, or `bad_request`."""
-    raw = await request.body()
+async def json_body(request: Request, max_bytes: int | None = None) -> Any:
+    """The request body as JSON, or `bad_request`; with `max_bytes`, a longer body is
+    `too_large` (413) and is not read past the bound (nor past a larger Content-Length)."""
+    if max_bytes is None:
+        raw = await request.body()
+    else:
+        raw = await _bounded_body(request, max_bytes)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ApiError(ErrorCode.BAD_REQUEST, "body is not valid JSON") from None
+
+
+async def _bounded_body(request: Request, max_bytes: int) -> bytes:
+    too_large = ApiError(ErrorCode.TOO_LARGE, f"the body is over {max_bytes} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def bearer_token(request: Request) -> str | None:

@@ -28,6 +28,7 @@ from .api import RoomsApi
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
 from .projector import Projector
+from .publish import publish_api
 from .readmodels import ReadModels
 from .settings import RoomsSettings
 from .users import UserSessionsApi
@@ -141,6 +142,8 @@ def create_app(settings: RoomsSettings) -> Starlette:
             verifier=api.verifier, eventlog=eventlog, redis=redis, keys=settings.keys
         )
         app.router.routes.extend(users.routes())
+        publish = publish_api(settings, node, redis, pool, api.verifier, metrics)
+        app.router.routes.extend(publish.routes())
         await projector.resync()
         await projector.load_skipped()
         consumer = LogConsumer(
@@ -195,6 +198,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
             await cancel_and_wait([lag_task, seed_task], 2.0, "lag probe")
             await _bounded("consumer stop", consumer.stop(timeout_s=6.0), 7.0)
             await _bounded("heartbeat stop", heartbeat.stop(deregister=True), 3.0)
+            await _bounded("history client close", publish.history.aclose(), 2.0)
             await _bounded("redis close", redis.aclose(), 2.0)
             if not await _bounded("postgres close", pool.close(), 3.0):
                 pool.terminate()

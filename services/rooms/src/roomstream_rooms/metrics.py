@@ -1,7 +1,7 @@
 """The rooms service's instruments (OpenTelemetry, served as Prometheus text on `/metrics`).
 
 Series (docs/rooms.md, "Metrics"): events applied by kind, batch size, consumer lag and pending,
-Postgres and Redis latency, API errors by code.
+Postgres and Redis latency, API errors by code, publish API appends by kind.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ class RoomsMetrics:
         )
         self.api_errors = m.create_counter(
             "roomstream_rooms_api_errors", description="HTTP API error answers, by code"
+        )
+        self.published = m.create_counter(
+            "roomstream_rooms_published",
+            description="Events appended by the publish API (message, message_edited, "
+            "message_deleted), by kind; a replayed publish (same id) is not counted",
         )
         self.presence_events = m.create_counter(
             "roomstream_rooms_presence_events", description="online / offline events appended"

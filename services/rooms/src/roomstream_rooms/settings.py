@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import Field
+from roomstream_contracts.frames import MAX_TEXT_CHARS
 from roomstream_kit.settings import CommonSettings
 
 
@@ -20,3 +21,9 @@ class RoomsSettings(CommonSettings):
     """How long an API write waits for the projection to apply its event before answering 503."""
     lag_interval_s: float = Field(default=5.0, gt=0)
     """How often the consumer lag gauge is refreshed (XINFO GROUPS)."""
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
+    """Longest message text the publish API takes (`too_large` beyond; the gateway's limit)."""
+    publish_batch_max: int = Field(default=100, ge=1, le=10_000)
+    """Most messages in one `POST /messages` batch (`too_large` beyond)."""
+    publish_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body of the publish API (`too_large` beyond; not read past it)."""

@@ -35,7 +35,7 @@ from ..common import (
     stream_keys,
 )
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
-from . import procstat
+from . import procstat, publish
 from .stats import Histogram
 
 
@@ -67,6 +67,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--gateway-pids", default="", help="comma-separated; default: node records")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
+    family = p.add_subparsers(dest="bench", metavar="{publish}", help="one service's benchmark")
+    publish.add_parser(family)
 
 
 @dataclass(slots=True)
@@ -191,13 +193,16 @@ async def _gateway_pids(redis: aioredis.Redis, args: argparse.Namespace) -> list
     return pids
 
 
-async def _node_record_pids(redis: aioredis.Redis, namespace: str) -> list[int]:
+async def _node_record_pids(
+    redis: aioredis.Redis, namespace: str, kind: bytes = b"gateway"
+) -> list[int]:
+    """Pids of the live processes of `kind` in the node records."""
     keys = stream_keys(namespace)
     pids = []
     for node in await redis.zrange(keys.nodes(), 0, -1):
         name = node.decode() if isinstance(node, bytes) else str(node)
         record = await redis.hgetall(keys.node(name))
-        if record.get(b"kind") == b"gateway" and record.get(b"pid"):
+        if record.get(b"kind") == kind and record.get(b"pid"):
             pid = int(record[b"pid"])
             if procstat.alive(pid):
                 pids.append(pid)
