@@ -23,12 +23,11 @@ from typing import Any
 import httpx
 import orjson
 import redis.asyncio as aioredis
-from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_contracts.tokens import DEV_JWT_SECRET
 from roomstream_kit.auth import issue_token
-from roomstream_kit.eventlog import EventLog, RoomCheck
+from roomstream_kit.rooms import seed_room
 from websockets.asyncio.client import connect
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -48,23 +47,9 @@ def proc_rss_kb(pid: int) -> int:
 async def setup(ns: str, clients: int, rooms: int) -> None:
     r = aioredis.Redis.from_url(REDIS_URL)
     k = StreamKeys(namespace=ns)
-    log = EventLog(r, k)
     for i in range(rooms):
-        room = f"r{i}"
         members = [f"u{j}" for j in range(clients) if j % rooms == i]
-        env = Envelope(
-            id=new_event_id(),
-            kind=EventKind.ROOM_CREATED,
-            room=room,
-            user="u0",
-            ts=now_ms(),
-            data={"name": room, "kind": "public", "owner": members[0], "members": members},
-        )
-        await log.append(env, room_check=RoomCheck.NEW)
-        await r.hset(k.room(room), mapping={"id": room, "kind": "public", "owner": members[0]})
-        await r.sadd(k.members(room), *members)
-        for m in members:
-            await r.sadd(k.user_rooms(m), room)
+        await seed_room(r, k, f"r{i}", members[0], members=members)
     await r.aclose()
 
 

@@ -1,4 +1,6 @@
-"""The Redis read models (key names from `roomstream_contracts.streams.StreamKeys`).
+"""The Redis read models (key names from `roomstream_contracts.streams.StreamKeys`; the layout of
+the room hash and of membership is written once in `roomstream_kit.rooms`, shared with the tools
+that make rooms without this service).
 
 | key | type | content |
 |---|---|---|
@@ -21,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from roomstream_contracts.streams import StreamKeys
+from roomstream_kit import rooms
 from roomstream_kit.redis import AnyRedis
 
 from .store import RoomRow
@@ -94,8 +97,7 @@ class ReadModels:
             stale = {_s(u) for u in old_online} - set(presence)
             if stale:
                 pipe.hdel(pkey, *stale)
-            record: Any = row.record()
-            pipe.hset(self.keys.room(row.id), mapping=record)
+            rooms.put_room(pipe, self.keys, row.record())
             await pipe.execute()
 
     async def replace_user_rooms(self, rooms_by_user: Mapping[str, Iterable[str]]) -> None:
@@ -144,16 +146,10 @@ class ReadModels:
     # -- incremental writes (the projector's pipeline) -----------------------------------------
 
     def put_room(self, pipe: Pipeline, row: RoomRow) -> None:
-        pipe.hset(self.keys.room(row.id), mapping=row.record())
+        rooms.put_room(pipe, self.keys, row.record())
 
     def set_membership(self, pipe: Pipeline, room: str, user: str, member: bool) -> None:
-        if member:
-            pipe.sadd(self.keys.members(room), user)
-            pipe.sadd(self.keys.user_rooms(user), room)
-        else:
-            pipe.srem(self.keys.members(room), user)
-            pipe.srem(self.keys.user_rooms(user), room)
-            pipe.hdel(self.keys.presence(room), user)
+        rooms.set_membership(pipe, self.keys, room, user, member)
 
     def set_presence(self, pipe: Pipeline, room: str, user: str, connections: int) -> None:
         if connections > 0:
