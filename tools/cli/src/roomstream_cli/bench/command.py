@@ -35,14 +35,14 @@ from ..common import (
     stream_keys,
 )
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
-from . import procstat
+from . import procstat, services
 from .stats import Histogram
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
-        help="fan-out benchmark over the gateways",
+        help="benchmarks: the gateways' fan-out; `bench history`, `bench hooks`: one service",
         description="N clients in R rooms over the gateways, a fixed total publish rate; prints "
         "deliveries/s, loss, duplicates, latency, gateway CPU µs per frame and RSS KB per "
         "connection.",
@@ -67,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--gateway-pids", default="", help="comma-separated; default: node records")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
+    family = p.add_subparsers(
+        dest="bench", metavar="{history,hooks}", help="benchmarks of one service instead"
+    )
+    services.add_history_parser(family)
+    services.add_hooks_parser(family)
 
 
 @dataclass(slots=True)
