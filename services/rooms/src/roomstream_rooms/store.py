@@ -269,14 +269,6 @@ async def members(conn: Conn, room: str) -> list[str]:
     return [r["user_id"] for r in rows]
 
 
-async def is_member(conn: Conn, room: str, user: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM memberships WHERE room = $1 AND user_id = $2", room, user
-        )
-    )
-
-
 async def memberships_of(conn: Conn, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
     """Which of the (room, user) pairs are memberships now."""
     pairs = list(pairs)

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from roomstream_kit.redis import text
 
 from ..common import (
     DEFAULT_REDIS_URL,
@@ -199,8 +200,9 @@ async def _gateway_pids(redis: aioredis.Redis, args: argparse.Namespace) -> list
 async def _node_record_pids(redis: aioredis.Redis, namespace: str) -> list[int]:
     keys = stream_keys(namespace)
     pids = []
-    for node in await redis.zrange(keys.nodes(), 0, -1):
-        name = node.decode() if isinstance(node, bytes) else str(node)
+    nodes: Any = await redis.zrange(keys.nodes(), 0, -1)
+    for node in nodes:
+        name = text(node)
         record = await redis.hgetall(keys.node(name))
         if record.get(b"kind") == b"gateway" and record.get(b"pid"):
             pid = int(record[b"pid"])

@@ -42,7 +42,7 @@ from roomstream_history.store import HistoryStore
 from roomstream_kit.auth import issue_token
 from roomstream_kit.eventlog import EventLog, RoomCheck
 from roomstream_kit.postgres import create_pool, ensure_database
-from roomstream_kit.redis import connect
+from roomstream_kit.redis import connect, text
 from roomstream_kit.rooms import seed_room
 from roomstream_kit.serve import run_loop
 from roomstream_kit.telemetry import setup_telemetry
@@ -143,12 +143,12 @@ async def _until_acked(settings: HistorySettings, group: str) -> None:
             done = True
             for stream in settings.keys.all_logs():
                 groups: Any = await redis.xinfo_groups(stream)
-                info = next((g for g in groups if _str(g["name"]) == group), None)
+                info = next((g for g in groups if text(g["name"]) == group), None)
                 if info is None or info["pending"]:
                     done = False
                     break
                 last: Any = await redis.xrevrange(stream, count=1)
-                if last and _str(last[0][0]) != _str(info["last-delivered-id"]):
+                if last and text(last[0][0]) != text(info["last-delivered-id"]):
                     done = False
                     break
             if done:
@@ -156,10 +156,6 @@ async def _until_acked(settings: HistorySettings, group: str) -> None:
             await asyncio.sleep(0.02)
     finally:
         await redis.aclose()
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _load() -> str:
@@ -491,14 +487,14 @@ async def fill_after(settings: HistorySettings, rooms: list[str], per_room: int)
     return top
 
 
-def message_envelope(room: str, text: str) -> Envelope:
+def message_envelope(room: str, body: str) -> Envelope:
     return Envelope(
         id=new_event_id(),
         kind=EventKind.MESSAGE,
         room=room,
         user="bench-sender",
         ts=now_ms(),
-        data={"text": text, "client_id": new_event_id()},
+        data={"text": body, "client_id": new_event_id()},
     )
 
 
