@@ -4,8 +4,10 @@ tool, not a performance test: no figure is compared with a threshold)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 
@@ -72,3 +74,15 @@ async def test_bench_hooks_delivers_every_event() -> None:
     done = await _roomstream("bench", "hooks", "--events", "200", "--rooms", "2")
     assert done.returncode == 0, done.stderr
     assert "200 events in the log (2 rooms" in done.stdout and "all delivered" in done.stdout
+
+
+def test_no_service_package_ships_a_benchmark() -> None:
+    """Benchmarks live in `roomstream_cli.bench`; the services' installed packages hold only
+    the services (their wheels and the image carry no benchmark module)."""
+    for name in ("gateway", "rooms", "history", "monitor", "hooks"):
+        package = importlib.import_module(f"roomstream_{name}")
+        modules = [m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
+        assert modules and not [m for m in modules if "bench" in m], modules
+    bench = importlib.import_module("roomstream_cli.bench")
+    found = {m.name for m in pkgutil.iter_modules(bench.__path__)}
+    assert {"command", "history", "hooks"} <= found
