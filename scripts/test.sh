@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole check: Redis and PostgreSQL up, then ruff, mypy, the TypeScript SDK (type check, build,
+# The whole check: Redis and PostgreSQL up, then ruff, mypy, vulture (dead code), the TypeScript SDK (type check, build,
 # unit tests, generated types and served bundle up to date) and pytest (which runs the SDK's Node
 # end-to-end and browser tests against real gateways). Called by `./dev test`.
 set -euo pipefail
@@ -10,6 +10,8 @@ uv run --frozen --no-sync ruff check .
 uv run --frozen --no-sync ruff format --check .
 echo "== mypy"
 uv run --frozen --no-sync mypy
+echo "== vulture (dead code; settings in pyproject.toml, whitelist scripts/vulture_whitelist.py)"
+uv run --frozen --no-sync vulture
 echo "== client-js (libs/client-js)"
 (cd libs/client-js && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 echo "== pytest"

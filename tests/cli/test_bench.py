@@ -4,12 +4,14 @@ tool, not a performance test: no figure is compared with a threshold)."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 
-from tests.conftest import JWT_SECRET, REDIS_URL, Cluster
+from tests.conftest import JWT_SECRET, PG_ADMIN_URL, REDIS_URL, Cluster
 
 
 async def test_bench_small_run_reports_every_figure(cluster: Cluster, namespace: str) -> None:
@@ -45,3 +47,42 @@ async def test_bench_small_run_reports_every_figure(cluster: Cluster, namespace:
     assert result["latency_p99_ms"] >= result["latency_p50_ms"]
     assert result["gateway_cpu_us_per_frame"] is not None
     assert result["rss_kb_per_connection"] is not None
+
+
+async def _roomstream(*args: str) -> subprocess.CompletedProcess[str]:
+    """`roomstream ARGS` against the local Redis and PostgreSQL (the service benchmarks make
+    their own scratch namespace and database and remove them)."""
+    env = {**os.environ, "REDIS_URL": REDIS_URL, "DATABASE_URL": PG_ADMIN_URL}
+    argv = [sys.executable, "-m", "roomstream_cli", *args]
+    return await asyncio.to_thread(
+        subprocess.run, argv, env=env, capture_output=True, text=True, timeout=240
+    )
+
+
+async def test_bench_history_replay_serves_every_event() -> None:
+    """`roomstream bench history replay`: a real history process persists a pre-filled log and
+    the benchmark pages all of it back (it fails unless it got exactly every event)."""
+    done = await _roomstream("bench", "history", "replay", "--events", "800", "--rooms", "4")
+    assert done.returncode == 0, done.stderr
+    assert "replay: 400 events over HTTP" in done.stdout
+    assert json.loads(done.stdout[done.stdout.index("{") :])["replay_events_per_s"] > 0
+
+
+async def test_bench_hooks_delivers_every_event() -> None:
+    """`roomstream bench hooks`: a real hooks process delivers the whole backlog, signed, to
+    the benchmark's receiver (which verifies every signature)."""
+    done = await _roomstream("bench", "hooks", "--events", "200", "--rooms", "2")
+    assert done.returncode == 0, done.stderr
+    assert "200 events in the log (2 rooms" in done.stdout and "all delivered" in done.stdout
+
+
+def test_no_service_package_ships_a_benchmark() -> None:
+    """Benchmarks live in `roomstream_cli.bench`; the services' installed packages hold only
+    the services (their wheels and the image carry no benchmark module)."""
+    for name in ("gateway", "rooms", "history", "monitor", "hooks"):
+        package = importlib.import_module(f"roomstream_{name}")
+        modules = [m.name for m in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
+        assert modules and not [m for m in modules if "bench" in m], modules
+    bench = importlib.import_module("roomstream_cli.bench")
+    found = {m.name for m in pkgutil.iter_modules(bench.__path__)}
+    assert {"command", "history", "hooks"} <= found

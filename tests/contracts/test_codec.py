@@ -8,7 +8,6 @@ from roomstream_contracts.codec import (
     client_frame_of,
     decode_envelope,
     encode_envelope,
-    entry_room_kind,
     envelope_tail,
     error_frame,
     event_body,
@@ -94,14 +93,6 @@ def test_error_frame_leaves_out_empty_fields() -> None:
         "message": "slow down",
         "retry_after": 250,
     }
-
-
-def test_entry_room_kind_reads_fields_without_json() -> None:
-    assert entry_room_kind({b"r": b"general", b"k": b"message", b"e": b"{}"}) == (
-        "general",
-        "message",
-    )
-    assert entry_room_kind({b"k": b"connected", b"e": b"{}"}) == ("", "connected")
 
 
 def test_valid_commands_parse() -> None:

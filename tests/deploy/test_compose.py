@@ -10,13 +10,13 @@ the route table of that service's app, built and started (tests/deploy/routes.py
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import os
 import re
 import secrets
 import shutil
 import subprocess
-import tomllib
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -61,11 +61,14 @@ def resolved() -> dict[str, Any]:
 
 @cache
 def console_scripts() -> dict[str, str]:
-    """Every console script of the workspace's packages: name → `module:function`."""
+    """Every console script the installed roomstream packages provide: name → `module:function`
+    (their installed entry points, not their pyproject text)."""
     scripts: dict[str, str] = {}
-    for pyproject in REPO.glob("*/*/pyproject.toml"):
-        project = tomllib.loads(pyproject.read_text()).get("project", {})
-        scripts.update(project.get("scripts", {}))
+    for dist in importlib.metadata.distributions():
+        if not (dist.metadata["Name"] or "").startswith("roomstream-"):
+            continue
+        for ep in dist.entry_points.select(group="console_scripts"):
+            scripts[ep.name] = ep.value
     return scripts
 
 

@@ -15,6 +15,7 @@ from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.eventlog import EventLog, RoomCheck
+from roomstream_kit.rooms import set_membership
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -49,12 +50,9 @@ async def append_member_event(
     env = Envelope(
         id=new_event_id(), kind=kind, room=room, user=user, ts=now_ms(), data={"by": "admin"}
     )
-    if kind == EventKind.MEMBER_JOINED:
-        await redis.sadd(k.members(room), user)
-        await redis.sadd(k.user_rooms(user), room)
-    else:
-        await redis.srem(k.members(room), user)
-        await redis.srem(k.user_rooms(user), room)
+    async with redis.pipeline(transaction=False) as pipe:
+        set_membership(pipe, k, room, user, kind == EventKind.MEMBER_JOINED)
+        await pipe.execute()
     result = await EventLog(redis, k).append(env, room_check=RoomCheck.EXISTS)
     assert result.ok and result.seq is not None
     return result.seq

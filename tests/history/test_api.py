@@ -20,6 +20,7 @@ from tests.history.helpers import (
     send,
     wait_for,
 )
+from tests.support.processes import free_port
 
 SVC = service_token()
 
@@ -190,3 +191,27 @@ async def test_persist_span_continues_the_producers_trace(
     assert len(persist) == 1
     assert persist[0]["context"]["trace_id"] == f"0x{trace_id}"
     assert persist[0]["parent_id"] == f"0x{parent_id}"
+
+
+async def test_unseeded_room_asks_the_rooms_service_and_never_guesses(
+    cluster: Cluster, eventlog: EventLog
+) -> None:
+    """Membership is read from the roster only: for a room whose roster is not seeded (created
+    before rosters existed) history answers `unavailable` while the rooms service is down, and
+    the rooms service's answer (which seeds the roster) once it runs."""
+    rooms_port = free_port()
+    rooms_env = {"ROOMSTREAM_ROOMS_URL": f"http://127.0.0.1:{rooms_port}"}
+    hist = cluster.start("roomstream_history", name="history", env=rooms_env)
+    await create_room(eventlog, "old", "alice", kind="private", members=["bob"])
+    k = eventlog.keys
+    await eventlog.redis.hdel(k.kinds(k.room_shard("old")), "old")  # as before the roster
+    await eventlog.redis.delete(k.roster("old"))
+    r = await get_messages(hist.url, "old", make_token("bob"))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert (await get_messages(hist.url, "old", SVC)).status_code == 200
+
+    cluster.start("roomstream_rooms", name="rooms", port=rooms_port)
+    assert (await get_messages(hist.url, "old", make_token("bob"))).status_code == 200
+    r = await get_messages(hist.url, "old", make_token("mallory"))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert await eventlog.redis.sismember(k.roster("old"), "bob")

@@ -12,9 +12,9 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import ErrorCode, ProtocolError
-from .events import DELIVERED_KINDS, SEQUENCED_KINDS, Envelope, EventKind
+from .events import DELIVERED_KINDS, Envelope, EventKind
 from .frames import COMMAND_TYPES, Command
-from .streams import FIELD_EVENT, FIELD_KIND, FIELD_ROOM
+from .streams import FIELD_EVENT
 
 dumps = orjson.dumps
 loads = orjson.loads
@@ -126,12 +126,3 @@ def decode_envelope(raw: bytes | str) -> Envelope:
 def entry_envelope(fields: dict[bytes, bytes]) -> bytes:
     """The envelope JSON of a stream entry's field dict."""
     return fields[FIELD_EVENT]
-
-
-def entry_room_kind(fields: dict[bytes, bytes]) -> tuple[str, str]:
-    """Room and kind of a stream entry without decoding the JSON (cheap filtering)."""
-    return fields.get(FIELD_ROOM, b"").decode(), fields.get(FIELD_KIND, b"").decode()
-
-
-def is_sequenced(kind: str) -> bool:
-    return kind in SEQUENCED_KINDS

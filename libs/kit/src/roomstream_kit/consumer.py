@@ -56,7 +56,7 @@ from roomstream_contracts.streams import DEFAULT_DEAD_LETTER_MAXLEN, FIELD_EVENT
 from .deadletters import dead_letter_record
 from .failures import describe, is_data_error, is_transient
 from .logs import tame_faststream_logging
-from .redis import REDIS_DOWN_ERRORS, AnyRedis
+from .redis import REDIS_DOWN_ERRORS, AnyRedis, text
 from .settings import CommonSettings
 from .telemetry import meter
 
@@ -108,15 +108,11 @@ def split_entries(
             log.warning(
                 "skipping entry %s %s of unknown schema version %s",
                 stream,
-                _str_id(entry_id),
+                text(entry_id),
                 env.v,
             )
             continue
-        append(
-            LogEntry(
-                stream, entry_id.decode() if isinstance(entry_id, bytes) else entry_id, env, fields
-            )
-        )
+        append(LogEntry(stream, text(entry_id), env, fields))
     return out, bad
 
 
@@ -124,7 +120,7 @@ def decode_entries(stream: str, raw: Sequence[_RawEntry]) -> list[LogEntry]:
     """Decode `(entry id, fields)` pairs, leaving out (and logging) undecodable ones."""
     out, bad = split_entries(stream, raw)
     for b in bad:
-        log.error("skipping undecodable log entry %s %s: %s", stream, _str_id(b.entry_id), b.error)
+        log.error("skipping undecodable log entry %s %s: %s", stream, text(b.entry_id), b.error)
     return out
 
 
@@ -157,10 +153,6 @@ class _Instruments:
 @cache
 def _instruments() -> _Instruments:
     return _Instruments()
-
-
-def _str_id(entry_id: bytes | str) -> str:
-    return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
 
 async def _raw_parser(message: Any) -> StreamMessage[Any]:
@@ -288,7 +280,7 @@ class LogConsumer:
         try:
             entries, undecodable = split_entries(stream, list(zip(ids, data, strict=True)))
             for bad in undecodable:
-                await self._dead_letter(stream, _str_id(bad.entry_id), bad.fields, bad.error, None)
+                await self._dead_letter(stream, text(bad.entry_id), bad.fields, bad.error, None)
             if entries:
                 await self._process(stream, entries, token)
             await self._ack(stream, ids)
@@ -473,7 +465,7 @@ class LogConsumer:
                 ids = [entry_id for entry_id, _ in raw]
                 await self._handle_raw(stream, ids, [fields for _, fields in raw])
                 total += len(raw)
-                last = ids[-1].decode() if isinstance(ids[-1], bytes) else ids[-1]
+                last = text(ids[-1])
         if total:
             log.info("drained %d own pending entries", total)
         return total

@@ -5,7 +5,7 @@ layers, and a command holds a pooled connection for its whole round trip. The ap
 the gateway's busiest command, so appends go through `AppendPipe` instead: one connection, the
 commands of every socket written as soon as they are issued (Redis answers in order), replies
 parsed by hiredis. Nothing else changes: the same script (EVALSHA, loaded on NOSCRIPT), the same
-keys and arguments (`EventLog`), the same errors (a lost connection raises redis-py's
+keys and arguments (`EventLog`), encoded by hiredis (`pack_command`), the same errors (a lost connection raises redis-py's
 `ConnectionError`, one of `REDIS_DOWN_ERRORS`: the command answers `unavailable`; nothing is
 retried blindly, so an append is never doubled). The next append reconnects. An error reply that
 means "try again" (LOADING while Redis loads its data set after a restart, BUSY, READONLY, ...) is
@@ -46,19 +46,6 @@ XREAD_GRACE_S = 5.0
 
 def supported(redis_url: str, cluster: bool) -> bool:
     return not cluster and urlsplit(redis_url).scheme == "redis"
-
-
-def _encode(args: tuple[Any, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if isinstance(arg, bytes):
-            b = arg
-        elif isinstance(arg, str):
-            b = arg.encode()
-        else:
-            b = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
-    return b"".join(out)
 
 
 class _Protocol(asyncio.Protocol):
@@ -191,7 +178,7 @@ class AppendPipe:
         fut = loop.create_future()
         proto.waiting.append(fut)
         proto.issued.append(loop.time())
-        proto.transport.write(_encode(args))
+        proto.transport.write(hiredis.pack_command(args))
         return fut
 
     async def evalsha(self, keys: list[str], args: list[Any]) -> Any:

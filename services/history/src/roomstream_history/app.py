@@ -67,7 +67,7 @@ def tune_gc() -> None:
     every 100 of those, a full collection walking every object the imports left behind: ~8 µs of
     the ~24 µs of CPU per persisted event. Freezing the start-up heap (`gc.freeze`, its objects are
     never walked again) and collecting the young generation every 10,000 allocations brings that
-    to ~0 (measured with `roomstream_history.bench persist`, see docs/benchmarks.md). Cycles are
+    to ~0 (measured with `roomstream bench history persist`, see docs/benchmarks.md). Cycles are
     still collected, a little later."""
     gc.collect()
     gc.freeze()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from roomstream_kit.redis import text
+
 StreamId = tuple[int, int]
 
 
 def parse_id(raw: bytes | str) -> StreamId:
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    ms, _, seq = text.partition("-")
+    ms, _, seq = text(raw).partition("-")
     return int(ms), int(seq or 0)
 
 

@@ -159,22 +159,3 @@ def recovery(since: int, first_available: int) -> dict[str, Any]:
         "first_available": first_available,
         "recovered": since + 1 >= first_available,
     }
-
-
-def members_from_events(events: Sequence[Mapping[str, Any]]) -> tuple[str | None, set[str]]:
-    """Room kind and members projected from stored room_created / member_* rows in seq order."""
-    kind: str | None = None
-    members: set[str] = set()
-    for ev in events:
-        data = ev["data"]
-        data = orjson.loads(data) if isinstance(data, str | bytes) else data
-        if ev["kind"] == EventKind.ROOM_CREATED.value:
-            kind = str(data.get("kind", "public"))
-            members = {str(m) for m in data.get("members", [])}
-            if data.get("owner"):
-                members.add(str(data["owner"]))
-        elif ev["kind"] == EventKind.MEMBER_JOINED.value and ev["user_id"]:
-            members.add(ev["user_id"])
-        elif ev["kind"] == EventKind.MEMBER_LEFT.value and ev["user_id"]:
-            members.discard(ev["user_id"])
-    return kind, members

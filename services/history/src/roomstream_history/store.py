@@ -162,16 +162,6 @@ class HistoryStore:
             )
         )
 
-    async def membership_events(self, room: str) -> list[asyncpg.Record]:
-        """room_created and member_* rows of a room in seq order (membership fallback)."""
-        return list(
-            await self.pool.fetch(
-                "SELECT kind, user_id, data::text AS data FROM history_events WHERE room = $1"
-                " AND kind IN ('room_created', 'member_joined', 'member_left') ORDER BY seq",
-                room,
-            )
-        )
-
     async def first_available(self, room: str) -> int:
         """The lowest seq of `room` that still exists (1 unless history retention purged some)."""
         value = await self.pool.fetchval(

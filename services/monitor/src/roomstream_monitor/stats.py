@@ -22,7 +22,7 @@ import httpx
 from redis.exceptions import ResponseError
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.redis import AnyRedis, redis_unavailable
+from roomstream_kit.redis import AnyRedis, redis_unavailable, text
 
 from . import keys as monitor_keys
 from . import latency
@@ -62,7 +62,7 @@ def sum_groups(infos: list[list[dict[str, Any]]]) -> tuple[dict[str, int], dict[
     for groups in infos:
         for group in groups:
             name = group["name"]
-            name = name.decode() if isinstance(name, bytes) else str(name)
+            name = text(name)
             lag[name] = lag.get(name, 0) + int(group.get("lag") or 0)
             pending[name] = pending.get(name, 0) + int(group.get("pending") or 0)
     return lag, pending
@@ -70,8 +70,7 @@ def sum_groups(infos: list[list[dict[str, Any]]]) -> tuple[dict[str, int], dict[
 
 def stream_id_ms(entry_id: bytes | str) -> int:
     """The milliseconds part of a stream entry id."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-    return int(text.split("-", 1)[0])
+    return int(text(entry_id).split("-", 1)[0])
 
 
 def oldest_ms(
@@ -82,7 +81,7 @@ def oldest_ms(
     out: dict[str, int] = {}
     for group in groups:
         name = group["name"]
-        name = name.decode() if isinstance(name, bytes) else str(name)
+        name = text(name)
         candidates = []
         if pending_min.get(name) is not None:
             candidates.append(stream_id_ms(pending_min[name]))
@@ -144,10 +143,6 @@ class Collector:
         self.metrics.redis_latency.record(elapsed)
         return round(elapsed * 1000, 3)
 
-    async def consumer_groups(self) -> tuple[dict[str, int], dict[str, int]]:
-        lag, pending, _ = await self.consumer_state()
-        return lag, pending
-
     async def consumer_state(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         """Lag and pending per group (all shards), and the time (ms) of each group's oldest
         unprocessed entry over all shards."""
@@ -163,13 +158,13 @@ class Collector:
             next_ids: dict[str, Any] = {}
             for group in groups:
                 name = group["name"]
-                name = name.decode() if isinstance(name, bytes) else str(name)
+                name = text(name)
                 if int(group.get("pending") or 0) > 0:
                     summary: Any = await self.redis.xpending(stream, name)
                     pending_min[name] = summary.get("min")
                 if int(group.get("lag") or 0) > 0:
                     last = group.get("last-delivered-id") or b"0-0"
-                    last = last.decode() if isinstance(last, bytes) else str(last)
+                    last = text(last)
                     nxt: Any = await self.redis.xrange(stream, f"({last}", "+", count=1)
                     if nxt:
                         next_ids[name] = nxt[0][0]
@@ -187,7 +182,7 @@ class Collector:
         counts: dict[str, int] = {}
         for reply in replies:
             for group, n in reply.items():
-                name = group.decode() if isinstance(group, bytes) else str(group)
+                name = text(group)
                 counts[name] = counts.get(name, 0) + int(n)
         return counts
 

@@ -22,6 +22,7 @@ from roomstream_contracts.tokens import TokenClaims
 from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.eventlog import Access, AppendResult, AppendStatus, EventLog, RoomCheck
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
+from roomstream_kit.rooms import room_created_envelope
 from roomstream_kit.telemetry import inject_context, tracer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,7 +31,7 @@ from starlette.routing import Route
 from . import roster, store
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
-from .projection import membership_envelope, room_created_envelope
+from .projection import membership_envelope
 from .projector import Projector
 from .readmodels import ReadModels
 

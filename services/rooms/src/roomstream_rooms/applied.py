@@ -31,9 +31,6 @@ class AppliedSeqs:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def known(self, room: str) -> int:
-        return self._seqs.get(room, 0)
-
     async def wait(self, room: str, seq: int, timeout_s: float) -> bool:
         """True once `room` is applied up to `seq`; False after `timeout_s`."""
         deadline = time.monotonic() + timeout_s

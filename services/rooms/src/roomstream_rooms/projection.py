@@ -21,7 +21,7 @@ Ordering rules (docs/rooms.md, "Projection"):
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from roomstream_contracts.events import (
@@ -280,23 +280,6 @@ def notice_envelope(notice: PresenceNotice, trace: dict[str, str]) -> Envelope:
 
 
 # -- API-side event construction -------------------------------------------------------------
-
-
-def room_created_envelope(
-    room: str, name: str, kind: str, owner: str, members: Sequence[str], trace: dict[str, str]
-) -> Envelope:
-    data = RoomCreatedData(
-        name=name, kind=kind, owner=owner, members=list(dict.fromkeys([owner, *members]))
-    )
-    return Envelope(
-        id=new_event_id(),
-        kind=EventKind.ROOM_CREATED,
-        room=room,
-        user=owner,
-        ts=now_ms(),
-        data=data.model_dump(),
-        trace=trace,
-    )
 
 
 def membership_envelope(

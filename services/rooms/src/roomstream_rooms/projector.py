@@ -31,7 +31,7 @@ from roomstream_contracts.streams import FIELD_EVENT
 from roomstream_kit.consumer import LogEntry
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.failures import Retry, describe
-from roomstream_kit.redis import AnyRedis
+from roomstream_kit.redis import AnyRedis, text
 from roomstream_kit.telemetry import extract_context, inject_context, tracer
 
 from . import store
@@ -269,7 +269,7 @@ class Projector:
             raw: Any = await self.redis.xrange(self.keys.recent(room), f"{first}-0", f"{last}-0")
         found: list[Envelope] = []
         for entry_id, fields in raw:
-            seq = int(str(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)[:-2])
+            seq = int(str(text(entry_id))[:-2])
             if seq in skipped:
                 continue
             try:

@@ -1,4 +1,6 @@
-"""The Redis read models (key names from `roomstream_contracts.streams.StreamKeys`).
+"""The Redis read models (key names from `roomstream_contracts.streams.StreamKeys`; the layout of
+the room hash and of membership is written once in `roomstream_kit.rooms`, shared with the tools
+that make rooms without this service).
 
 | key | type | content |
 |---|---|---|
@@ -21,15 +23,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.redis import AnyRedis
+from roomstream_kit import rooms
+from roomstream_kit.redis import AnyRedis, text
 
 from .store import RoomRow
 
 Pipeline = Any  # redis-py (cluster) pipeline; its generics do not help here
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class ReadModels:
@@ -41,7 +40,7 @@ class ReadModels:
 
     async def room(self, room: str) -> dict[str, str] | None:
         raw: Any = await self.redis.hgetall(self.keys.room(room))
-        return {_s(k): _s(v) for k, v in raw.items()} if raw else None
+        return {text(k): text(v) for k, v in raw.items()} if raw else None
 
     async def room_seq(self, room: str) -> int | None:
         """The room's last seq in the log (the append script's counter)."""
@@ -50,18 +49,18 @@ class ReadModels:
 
     async def members(self, room: str) -> list[str]:
         raw: Any = await self.redis.smembers(self.keys.members(room))
-        return sorted(_s(m) for m in raw)
+        return sorted(text(m) for m in raw)
 
     async def is_member(self, room: str, user: str) -> bool:
         return bool(await self.redis.sismember(self.keys.members(room), user))
 
     async def user_rooms(self, user: str) -> list[str]:
         raw: Any = await self.redis.smembers(self.keys.user_rooms(user))
-        return sorted(_s(m) for m in raw)
+        return sorted(text(m) for m in raw)
 
     async def presence(self, room: str) -> dict[str, int]:
         raw: Any = await self.redis.hgetall(self.keys.presence(room))
-        return {_s(k): int(v) for k, v in raw.items()}
+        return {text(k): int(v) for k, v in raw.items()}
 
     async def missing_rooms(self, rooms: Iterable[str]) -> set[str]:
         """Rooms whose room hash is missing (their read models must be refilled whole)."""
@@ -87,15 +86,14 @@ class ReadModels:
             pipe.hkeys(pkey)
             old_members, old_online = await pipe.execute()
         async with self.redis.pipeline(transaction=False) as pipe:
-            self._replace_set(pipe, mkey, {_s(m) for m in old_members}, members)
+            self._replace_set(pipe, mkey, {text(m) for m in old_members}, members)
             if presence:
                 online: Any = {u: str(n) for u, n in presence.items()}
                 pipe.hset(pkey, mapping=online)
-            stale = {_s(u) for u in old_online} - set(presence)
+            stale = {text(u) for u in old_online} - set(presence)
             if stale:
                 pipe.hdel(pkey, *stale)
-            record: Any = row.record()
-            pipe.hset(self.keys.room(row.id), mapping=record)
+            rooms.put_room(pipe, self.keys, row.record())
             await pipe.execute()
 
     async def replace_user_rooms(self, rooms_by_user: Mapping[str, Iterable[str]]) -> None:
@@ -109,29 +107,11 @@ class ReadModels:
         async with self.redis.pipeline(transaction=False) as pipe:
             for user, old in zip(users, olds, strict=True):
                 self._replace_set(
-                    pipe, self.keys.user_rooms(user), {_s(r) for r in old}, set(rooms_by_user[user])
+                    pipe,
+                    self.keys.user_rooms(user),
+                    {text(r) for r in old},
+                    set(rooms_by_user[user]),
                 )
-            await pipe.execute()
-
-    async def replace_user_conns(self, conns_by_user: Mapping[str, Mapping[str, str]]) -> None:
-        """Rewrite `user_conns(user)` (conn → node) of each given user."""
-        users = list(conns_by_user)
-        if not users:
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.hkeys(self.keys.user_conns(user))
-            olds = await pipe.execute()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user, old in zip(users, olds, strict=True):
-                key = self.keys.user_conns(user)
-                want = conns_by_user[user]
-                if want:
-                    mapping: Any = dict(want)
-                    pipe.hset(key, mapping=mapping)
-                stale = {_s(c) for c in old} - set(want)
-                if stale:
-                    pipe.hdel(key, *stale)
             await pipe.execute()
 
     @staticmethod
@@ -144,16 +124,10 @@ class ReadModels:
     # -- incremental writes (the projector's pipeline) -----------------------------------------
 
     def put_room(self, pipe: Pipeline, row: RoomRow) -> None:
-        pipe.hset(self.keys.room(row.id), mapping=row.record())
+        rooms.put_room(pipe, self.keys, row.record())
 
     def set_membership(self, pipe: Pipeline, room: str, user: str, member: bool) -> None:
-        if member:
-            pipe.sadd(self.keys.members(room), user)
-            pipe.sadd(self.keys.user_rooms(user), room)
-        else:
-            pipe.srem(self.keys.members(room), user)
-            pipe.srem(self.keys.user_rooms(user), room)
-            pipe.hdel(self.keys.presence(room), user)
+        rooms.set_membership(pipe, self.keys, room, user, member)
 
     def set_presence(self, pipe: Pipeline, room: str, user: str, connections: int) -> None:
         if connections > 0:

@@ -14,7 +14,7 @@ from typing import Any
 
 from roomstream_kit.consumer import decode_entries
 from roomstream_kit.postgres import create_pool, ensure_database, migrate
-from roomstream_kit.redis import connect
+from roomstream_kit.redis import connect, text
 
 from . import store
 from .app import MIGRATIONS
@@ -52,7 +52,7 @@ async def rebuild(settings: RoomsSettings, *, chunk: int = 1000) -> dict[str, An
                 await projector.apply_envelopes(e.envelope for e in batch)
                 entries += len(raw)
                 last = raw[-1][0]
-                start = "(" + (last.decode() if isinstance(last, bytes) else last)
+                start = "(" + (text(last))
         async with pool.acquire() as conn:
             snap = await store.snapshot(conn)
         return {

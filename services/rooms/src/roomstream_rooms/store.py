@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
+from roomstream_kit.rooms import room_record
 
 from .projection import (
     AddMember,
@@ -38,14 +39,8 @@ class RoomRow:
     last_seq: int
 
     def record(self) -> dict[str, str]:
-        """The Redis room hash (PROTOCOL.md / architecture.md: id, name, kind, owner, created_at)."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "kind": self.kind,
-            "owner": self.owner,
-            "created_at": str(self.created_at),
-        }
+        """The Redis room hash (`roomstream_kit.rooms.room_record`)."""
+        return room_record(self.id, self.name, self.kind, self.owner, self.created_at)
 
 
 def _room(row: asyncpg.Record) -> RoomRow:
@@ -272,14 +267,6 @@ async def members(conn: Conn, room: str) -> list[str]:
         "SELECT user_id FROM memberships WHERE room = $1 ORDER BY user_id", room
     )
     return [r["user_id"] for r in rows]
-
-
-async def is_member(conn: Conn, room: str, user: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM memberships WHERE room = $1 AND user_id = $2", room, user
-        )
-    )
 
 
 async def memberships_of(conn: Conn, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:

@@ -40,10 +40,6 @@ def token(user: str, *, ttl_s: float, role: str | None = None, secret: str | Non
     )
 
 
-def user_token(user: str, ttl_s: float = 24 * 3600, secret: str | None = None) -> str:
-    return token(user, ttl_s=ttl_s, secret=secret)
-
-
 def service_token(secret: str | None = None) -> str:
     """A token with `role: service` (may do anything in the service APIs)."""
     return token("roomstream-cli", ttl_s=3600, role=SERVICE_ROLE, secret=secret)

@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from roomstream_kit.redis import text
 
 from ..common import (
     DEFAULT_REDIS_URL,
@@ -35,14 +36,14 @@ from ..common import (
     stream_keys,
 )
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
-from . import procstat, publish
+from . import procstat, publish, services
 from .stats import Histogram
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
-        help="fan-out benchmark over the gateways",
+        help="benchmarks: the gateways' fan-out; `bench history`, `bench hooks`: one service",
         description="N clients in R rooms over the gateways, a fixed total publish rate; prints "
         "deliveries/s, loss, duplicates, latency, gateway CPU µs per frame and RSS KB per "
         "connection.",
@@ -67,7 +68,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--gateway-pids", default="", help="comma-separated; default: node records")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
-    family = p.add_subparsers(dest="bench", metavar="{publish}", help="one service's benchmark")
+    family = p.add_subparsers(
+        dest="bench",
+        metavar="{history,hooks,publish}",
+        help="benchmarks of one service instead",
+    )
+    services.add_history_parser(family)
+    services.add_hooks_parser(family)
     publish.add_parser(family)
 
 
@@ -199,8 +206,9 @@ async def _node_record_pids(
     """Pids of the live processes of `kind` in the node records."""
     keys = stream_keys(namespace)
     pids = []
-    for node in await redis.zrange(keys.nodes(), 0, -1):
-        name = node.decode() if isinstance(node, bytes) else str(node)
+    nodes: Any = await redis.zrange(keys.nodes(), 0, -1)
+    for node in nodes:
+        name = text(node)
         record = await redis.hgetall(keys.node(name))
         if record.get(b"kind") == kind and record.get(b"pid"):
             pid = int(record[b"pid"])

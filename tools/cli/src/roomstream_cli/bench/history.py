@@ -1,4 +1,4 @@
-"""Benchmarks of the history service (not tests): `uv run python -m roomstream_history.bench`.
+"""`roomstream bench history`: benchmarks of the history service (not tests).
 
 - `persist`: events/s from a pre-filled log into Postgres, idempotently, by one history process
   (the consumer in this process, as in production), and the write strategies side by side
@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,17 +33,21 @@ import asyncpg
 import httpx
 import orjson
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import new_event_id, now_ms
-from roomstream_contracts.streams import StreamKeys
+from roomstream_history.app import HistoryService, tune_gc
+from roomstream_history.model import Rows, to_rows
+from roomstream_history.settings import HistorySettings
+from roomstream_history.store import HistoryStore
 from roomstream_kit.auth import issue_token
+from roomstream_kit.eventlog import EventLog, RoomCheck
 from roomstream_kit.postgres import create_pool, ensure_database
-from roomstream_kit.redis import connect
+from roomstream_kit.redis import connect, text
+from roomstream_kit.rooms import seed_room
+from roomstream_kit.serve import run_loop
 from roomstream_kit.telemetry import setup_telemetry
 
-from .app import HistoryService, tune_gc
-from .model import Rows, to_rows
-from .settings import HistorySettings
-from .store import HistoryStore
+from .local import free_port, remove_scratch, wait_http
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -52,12 +55,6 @@ ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432
 
 def _db_url(name: str) -> str:
     return urlunsplit(urlsplit(ADMIN_URL)._replace(path=f"/{name}"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager
@@ -77,12 +74,10 @@ async def scratch() -> AsyncIterator[HistorySettings]:
         yield settings
     finally:
         redis = connect(settings)
-        async for key in redis.scan_iter(match=f"{ns}:*", count=1000):
-            await redis.delete(key)
-        await redis.aclose()
-        conn = await asyncpg.connect(ADMIN_URL)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.close()
+        try:
+            await remove_scratch(redis, ns, ADMIN_URL, db)
+        finally:
+            await redis.aclose()
 
 
 def _message(room: str, seq: int, user: str, *, traced: bool = False) -> dict[str, Any]:
@@ -148,12 +143,12 @@ async def _until_acked(settings: HistorySettings, group: str) -> None:
             done = True
             for stream in settings.keys.all_logs():
                 groups: Any = await redis.xinfo_groups(stream)
-                info = next((g for g in groups if _str(g["name"]) == group), None)
+                info = next((g for g in groups if text(g["name"]) == group), None)
                 if info is None or info["pending"]:
                     done = False
                     break
                 last: Any = await redis.xrevrange(stream, count=1)
-                if last and _str(last[0][0]) != _str(info["last-delivered-id"]):
+                if last and text(last[0][0]) != text(info["last-delivered-id"]):
                     done = False
                     break
             if done:
@@ -161,10 +156,6 @@ async def _until_acked(settings: HistorySettings, group: str) -> None:
             await asyncio.sleep(0.02)
     finally:
         await redis.aclose()
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _load() -> str:
@@ -318,30 +309,21 @@ def _spawn(module: str, settings: HistorySettings, port: int, extra: dict[str, s
         "ROOMSTREAM_NAMESPACE": settings.namespace,
         "ROOMSTREAM_PORT": str(port),
         "ROOMSTREAM_LOG_LEVEL": "WARNING",
+        "ROOMSTREAM_DEV_MODE": "1",  # a local benchmark: the development secret is fine
         **extra,
     }
     return subprocess.Popen([sys.executable, "-m", module], env=env)
-
-
-async def _wait_ready(url: str) -> None:
-    async with httpx.AsyncClient() as http:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"{url}/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def bench_replay(events: int, rooms_n: int) -> dict[str, float]:
     rooms = [f"room-{i}" for i in range(rooms_n)]
     async with scratch() as settings:
         total = await fill_log(settings, rooms, events // rooms_n)
-        port = _free_port()
+        port = free_port()
         proc = _spawn("roomstream_history", settings, port, {})
         url = f"http://127.0.0.1:{port}"
         try:
-            await _wait_ready(url)
+            await wait_http(f"{url}/readyz", proc=proc)
             pool = await create_pool(settings.database_url, max_size=2)
             await _until_count(pool, total)
             await pool.close()
@@ -381,10 +363,8 @@ async def bench_replay(events: int, rooms_n: int) -> dict[str, float]:
 async def bench_reconnect(clients: int, missed: int, rooms_n: int) -> dict[str, float]:
     import websockets
 
-    from .benchrooms import create_room
-
     async with scratch() as settings:
-        hport, g1, g2 = _free_port(), _free_port(), _free_port()
+        hport, g1, g2 = free_port(), free_port(), free_port()
         extra = {
             "ROOMSTREAM_RECENT_PER_ROOM": "20",
             "ROOMSTREAM_SEND_RATE_PER_S": "100000",
@@ -398,12 +378,13 @@ async def bench_reconnect(clients: int, missed: int, rooms_n: int) -> dict[str, 
         ]
         redis = connect(settings)
         try:
-            for p in (hport, g1, g2):
-                await _wait_ready(f"http://127.0.0.1:{p}")
+            for port, proc in zip((hport, g1, g2), procs, strict=True):
+                await wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc)
             rooms = [f"room-{i}" for i in range(rooms_n)]
             users = [f"user-{i}" for i in range(clients)]
             for i, room in enumerate(rooms):
-                await create_room(redis, settings.keys, room, users[i::rooms_n])
+                members = users[i::rooms_n]
+                await seed_room(redis, settings.keys, room, members[0], members=members)
             # Everyone "was away": the rooms get `missed` messages each, beyond the recent buffer.
             since = {room: 1 for room in rooms}
             recent_buffer_fill = await fill_after(settings, rooms, missed)
@@ -490,10 +471,6 @@ class _Unavailable(Exception):
 
 async def fill_after(settings: HistorySettings, rooms: list[str], per_room: int) -> dict[str, int]:
     """Append `per_room` messages to each (already created) room through the append script."""
-    from roomstream_kit.eventlog import EventLog, RoomCheck
-
-    from .benchrooms import message_envelope
-
     redis = connect(settings)
     log = EventLog(redis, settings.keys, recent_per_room=20)
     top: dict[str, int] = {}
@@ -508,6 +485,17 @@ async def fill_after(settings: HistorySettings, rooms: list[str], per_room: int)
     finally:
         await redis.aclose()
     return top
+
+
+def message_envelope(room: str, body: str) -> Envelope:
+    return Envelope(
+        id=new_event_id(),
+        kind=EventKind.MESSAGE,
+        room=room,
+        user="bench-sender",
+        ts=now_ms(),
+        data={"text": body, "client_id": new_event_id()},
+    )
 
 
 async def _wait_persisted(
@@ -526,32 +514,7 @@ async def _wait_persisted(
         await pool.close()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m roomstream_history.bench")
-    parser.add_argument("which", nargs="*", default=["persist", "replay", "reconnect"])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--rooms", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--missed", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=1, help="persist: runs (median reported)")
-    parser.add_argument(
-        "--untraced", action="store_true", help="persist: envelopes without a trace context"
-    )
-    parser.add_argument(
-        "--no-strategies", action="store_true", help="persist: skip the write-strategy comparison"
-    )
-    parser.add_argument(
-        "--default-gc",
-        action="store_true",
-        help="persist: keep CPython's default GC settings (the service process tunes them)",
-    )
-    parser.add_argument(
-        "--export-spans",
-        action="store_true",
-        help="persist: install a span processor (batching, discarding exporter), as a configured"
-        " OTEL_TRACES_EXPORTER does; by default there is none, as in the default configuration",
-    )
-    args = parser.parse_args()
+def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("faststream").setLevel(logging.WARNING)
     # As in the service process: the SDK tracer provider (no exporter), so spans cost what they
@@ -564,7 +527,7 @@ def main() -> None:
     if not args.default_gc:
         tune_gc()  # as `python -m roomstream_history` does
 
-    async def run() -> None:
+    async def main() -> None:
         results: dict[str, float] = {}
         if "persist" in args.which:
             results.update(
@@ -579,14 +542,8 @@ def main() -> None:
         if "replay" in args.which:
             results.update(await bench_replay(args.events // 2, args.rooms))
         if "reconnect" in args.which:
-            results.update(await bench_reconnect(args.clients, args.missed, 50))
+            results.update(await bench_reconnect(args.clients, args.missed, min(50, args.clients)))
         print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
 
-    from roomstream_kit.serve import run_loop
-
-    _ = StreamKeys  # the key layout used above
-    run_loop(run())
-
-
-if __name__ == "__main__":
-    main()
+    run_loop(main())
+    return 0

@@ -1,4 +1,4 @@
-"""Benchmark of the webhooks service (not a test): `uv run python -m roomstream_hooks.bench`.
+"""`roomstream bench hooks`: benchmark of the webhooks service (not a test).
 
 Events/s delivered by one hooks process (a real `roomstream-hooks` subprocess) to one local
 receiver (another process, counting the events of each batch it verifies): N messages are
@@ -14,22 +14,22 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import redis.asyncio as aioredis
 from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
+from roomstream_hooks.signing import new_secret
 from roomstream_kit.eventlog import EventLog, RoomCheck
+from roomstream_kit.rooms import seed_room
 
-from .signing import new_secret
+from .local import free_port, remove_scratch, wait_http
 
 RECEIVER = """
 import sys, uvicorn
@@ -52,33 +52,14 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _wait_http(url: str, deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    async with httpx.AsyncClient(timeout=1) as client:
-        while time.monotonic() < end:
-            try:
-                if (await client.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
-
-
-async def run(events: int, rooms: int, batch_max: int) -> None:
+async def bench(events: int, rooms: int, batch_max: int) -> None:
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     ns = f"bench{uuid.uuid4().hex[:8]}"
     db = f"rs_bench_{uuid.uuid4().hex[:8]}"
     database_url = urlunsplit(urlsplit(admin)._replace(path=f"/{db}"))
     secret = new_secret()
-    rport, hport = _free_port(), _free_port()
+    rport, hport = free_port(), free_port()
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER, secret, str(rport)])  # noqa: ASYNC220
     endpoints = [{"id": "bench", "url": f"http://127.0.0.1:{rport}/hook", "secret": secret,
                   "kinds": ["message"]}]  # fmt: skip
@@ -97,14 +78,12 @@ async def run(events: int, rooms: int, batch_max: int) -> None:
     hooks: subprocess.Popen[bytes] | None = None
     redis = aioredis.Redis.from_url(redis_url)
     try:
-        await _wait_http(f"http://127.0.0.1:{rport}/count")
+        await wait_http(f"http://127.0.0.1:{rport}/count", proc=receiver)
         keys = StreamKeys(namespace=ns)
         log = EventLog(redis, keys)
         names = [f"room-{i}" for i in range(rooms)]
         for room in names:
-            env_ = Envelope(id=new_event_id(), kind=EventKind.ROOM_CREATED, room=room, user="b",
-                            ts=now_ms(), data={"name": room, "kind": "public", "owner": "b"})  # fmt: skip
-            await log.append(env_, room_check=RoomCheck.NEW)
+            await seed_room(redis, keys, room, "b")
         t_append = time.perf_counter()
 
         async def append(i: int) -> None:
@@ -117,7 +96,7 @@ async def run(events: int, rooms: int, batch_max: int) -> None:
         appended = time.perf_counter() - t_append
         # The hooks process starts on a full log (its group reads from the beginning).
         hooks = subprocess.Popen([sys.executable, "-m", "roomstream_hooks"], env=env)  # noqa: ASYNC220
-        await _wait_http(f"http://127.0.0.1:{hport}/healthz")
+        await wait_http(f"http://127.0.0.1:{hport}/healthz", proc=hooks)
         t0 = time.perf_counter()
         async with httpx.AsyncClient(timeout=5) as client:
             while True:
@@ -137,22 +116,12 @@ async def run(events: int, rooms: int, batch_max: int) -> None:
                 continue
             proc.terminate()
             proc.wait(20)
-        async for key in redis.scan_iter(match=f"{ns}:*", count=1000):
-            await redis.delete(key)
-        await redis.aclose()
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.close()
+        try:
+            await remove_scratch(redis, ns, admin, db)
+        finally:
+            await redis.aclose()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=20_000)
-    parser.add_argument("--rooms", type=int, default=20)
-    parser.add_argument("--batch-max", type=int, default=100)
-    args = parser.parse_args()
-    asyncio.run(run(args.events, args.rooms, args.batch_max))
-
-
-if __name__ == "__main__":
-    main()
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(bench(args.events, args.rooms, args.batch_max))
+    return 0
