@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 from roomstream_rooms.api import RoomsApi
+from roomstream_rooms.userevents import UserEventsApi
 from roomstream_rooms.users import UserSessionsApi
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "rooms.yaml"
@@ -15,9 +16,10 @@ def test_openapi_matches_the_routes():
     doc = yaml.safe_load(DOC.read_text())
     api = RoomsApi.__new__(RoomsApi)  # routes() needs no dependencies
     users = UserSessionsApi.__new__(UserSessionsApi)
+    user_events = UserEventsApi.__new__(UserEventsApi)
     served = {
         (route.path, method.lower())
-        for route in [*api.routes(), *users.routes()]
+        for route in [*api.routes(), *users.routes(), *user_events.routes()]
         for method in (route.methods or set()) - {"HEAD"}
     }
     documented = {

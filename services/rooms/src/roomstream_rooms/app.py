@@ -28,8 +28,10 @@ from .api import RoomsApi
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
 from .projector import Projector
+from .readmarkers import ReadMarkerStore
 from .readmodels import ReadModels
 from .settings import RoomsSettings
+from .userevents import UserEventsApi
 from .users import UserSessionsApi
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
             verifier=api.verifier, eventlog=eventlog, redis=redis, keys=settings.keys
         )
         app.router.routes.extend(users.routes())
+        app.router.routes.extend(UserEventsApi(verifier=api.verifier, eventlog=eventlog).routes())
         await projector.resync()
         await projector.load_skipped()
         consumer = LogConsumer(
@@ -148,7 +151,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
             redis,
             group=GROUP,
             consumer=node,
-            handler=projector.apply_batch,
+            handler=ReadMarkerStore(pool, redis, settings.keys).wrap(projector.apply_batch),
             batch_size=settings.batch_size,
             poll_ms=settings.poll_ms,
             reclaim_idle_ms=settings.reclaim_idle_ms,
