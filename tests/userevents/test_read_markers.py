@@ -11,7 +11,10 @@ from typing import Any
 
 import asyncpg
 import httpx
+import redis.asyncio as aioredis
 from roomstream_client import Client, UserEvent
+from roomstream_contracts.streams import StreamKeys
+from roomstream_contracts.userstream import read_markers_key
 
 from tests.conftest import Cluster, make_token, service_token
 from tests.gateway.helpers import client, request
@@ -144,3 +147,40 @@ async def test_python_client_read_tells_the_other_client(cluster: Cluster) -> No
                 await arrived.wait()
         assert got[0].kind == "read" and got[0].data == {"room": "lobby", "seq": sent.seq}
         assert laptop.last_user_seq == got[0].seq
+
+
+async def test_racing_reads_end_at_the_highest_and_a_lost_cache_is_refilled_from_postgres(
+    cluster: Cluster, database_url: str, namespace: str, redis_client: aioredis.Redis
+) -> None:
+    rooms = cluster.start("roomstream_rooms", name="rooms")
+    env = {"ROOMSTREAM_ROOMS_URL": rooms.url}
+    gw = cluster.start(GATEWAY, env={**env, "ROOMSTREAM_NODE_ID": "gw-a"}, name="gw-a")
+    async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
+        await create_room(http, "general", "public", ["erin", "finn"])
+    erin1, _ = await client(gw.ws_url, "erin")
+    erin2, _ = await client(gw.ws_url, "erin")
+    erin3, _ = await client(gw.ws_url, "erin")
+    finn, _ = await client(gw.ws_url, "finn")
+    for i in range(8):  # seqs 2..9
+        await request(finn, {"type": "send", "room": "general", "text": f"m{i}", "id": f"f{i}"})
+    # Two sockets race: every interleaving ends at the highest marker, everywhere.
+    asked = ((erin1, 5), (erin2, 7), (erin3, 6))
+    acks = await asyncio.gather(*(read(ws, "general", seq) for ws, seq in asked))
+    for (_, seq), ack in zip(asked, acks, strict=True):
+        assert ack["type"] == "ack" and seq <= ack["seq"] <= 7, (seq, ack)
+    assert acks[1]["seq"] == 7
+    assert (await read(erin3, "general", 2))["seq"] == 7, "max wins after the race too"
+    await stored_marker(database_url, "erin", "general", 7)
+    markers = read_markers_key(StreamKeys(namespace=namespace), "erin")
+    assert await redis_client.hget(markers, "general") == b"7"
+    # The cache is lost; the rooms service refills it from Postgres when it starts.
+    await redis_client.delete(markers)
+    _, blind = await client(gw.ws_url, "erin")
+    assert blind["rooms"]["general"] == {"seq": 9}, "no marker in the cache: no unread"
+    rooms.stop()
+    cluster.start("roomstream_rooms", port=rooms.port, name="rooms-again")
+    assert await redis_client.hget(markers, "general") == b"7"
+    _, welcome = await client(gw.ws_url, "erin")
+    assert welcome["rooms"]["general"] == {"seq": 9, "unread": 2}
+    for ws in (erin1, erin2, erin3, finn):
+        await ws.close()

@@ -20,7 +20,7 @@ from roomstream_contracts.errors import CloseCode, ProtocolError
 from roomstream_contracts.events import DisconnectedData, Envelope, EventKind
 from roomstream_contracts.frames import AuthCommand, ReadCommand
 from roomstream_contracts.ids import new_event_id, now_ms
-from roomstream_contracts.userstream import read_markers_key, user_stream
+from roomstream_contracts.userstream import is_user_stream, read_markers_key, user_stream
 from roomstream_kit import redis as kit_redis
 from roomstream_kit.auth import (
     AuthError,
@@ -195,7 +195,7 @@ class Gateway:
         self._rate_mark = (now, delivered)
         return {
             "connections": len(self.sessions),
-            "rooms": len(self.hub.rooms),
+            "rooms": sum(1 for room in self.hub.rooms if not is_user_stream(room)),
             "messages_per_s": round(rate, 1),
         }
 

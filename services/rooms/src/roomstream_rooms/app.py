@@ -145,13 +145,15 @@ def create_app(settings: RoomsSettings) -> Starlette:
         app.router.routes.extend(users.routes())
         app.router.routes.extend(UserEventsApi(verifier=api.verifier, eventlog=eventlog).routes())
         await projector.resync()
+        markers = ReadMarkerStore(pool, redis, settings.keys)
+        await markers.refill()
         await projector.load_skipped()
         consumer = LogConsumer(
             settings,
             redis,
             group=GROUP,
             consumer=node,
-            handler=ReadMarkerStore(pool, redis, settings.keys).wrap(projector.apply_batch),
+            handler=markers.wrap(projector.apply_batch),
             batch_size=settings.batch_size,
             poll_ms=settings.poll_ms,
             reclaim_idle_ms=settings.reclaim_idle_ms,

@@ -57,7 +57,6 @@ class ReadMarkerStore:
         self.pool = pool
         self.redis = redis
         self.keys = keys
-        self._raise = redis.register_script(RAISE_MARKER_SCRIPT)
 
     async def apply(self, envelopes: Iterable[Envelope]) -> int:
         """Store the batch's read markers; returns how many (user, room) markers it had."""
@@ -67,9 +66,30 @@ class ReadMarkerStore:
         rows = [[user, room, seq] for (user, room), seq in sorted(markers.items())]
         async with self.pool.acquire() as conn:
             await conn.execute(UPSERT, orjson.dumps(rows).decode(), now_ms())
-        for (user, room), seq in markers.items():
-            await self._raise(keys=[read_markers_key(self.keys, user)], args=[room, seq])
+        await self._raise_all([(user, room, seq) for (user, room), seq in markers.items()])
         return len(markers)
+
+    async def refill(self, chunk: int = 1000) -> int:
+        """Raise the Redis cache to every marker Postgres holds (start-up: a Redis that lost the
+        cache gets it back; max wins, so a marker the gateways raised since is kept)."""
+        done = 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            cursor = conn.cursor("SELECT user_id, room, seq FROM read_markers")
+            rows: list[tuple[str, str, int]] = []
+            async for row in cursor:
+                rows.append((row["user_id"], row["room"], row["seq"]))
+                if len(rows) >= chunk:
+                    done += await self._raise_all(rows)
+                    rows = []
+            done += await self._raise_all(rows)
+        return done
+
+    async def _raise_all(self, rows: list[tuple[str, str, int]]) -> int:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user, room, seq in rows:
+                pipe.eval(RAISE_MARKER_SCRIPT, 1, read_markers_key(self.keys, user), room, seq)
+            await pipe.execute()
+        return len(rows)
 
     def wrap(self, handler: BatchHandler) -> Callable[[Sequence[LogEntry]], Awaitable[None]]:
         """The consumer's batch handler followed by this store (both idempotent: a retried
