@@ -102,3 +102,35 @@ return cur
 """
 """Written by the gateway after it appended a `read` event, and by the rooms service when it
 applies one (repairs a cache that missed it); never lowers a marker."""
+
+UNREAD_SCRIPT = """
+-- Count a room's unread messages for one user, newest first, read-only.
+-- KEYS: 1 the room's recent stream, 2 its deleted set (one hash tag).
+-- ARGV: 1 the read marker, 2 the welcome's seq, 3 the cap, 4 the reader's `"user":...,` as it
+--       appears in an envelope (own messages are not unread), 5 entries read per step.
+-- A message envelope holds `"kind":"message",` unescaped only in its `kind` field (quotes inside
+-- string values are escaped), likewise the reader's `user` field.
+local marker = tonumber(ARGV[1])
+local top = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local step = tonumber(ARGV[5])
+local count = 0
+while top > marker and count < cap do
+  local entries = redis.call('XREVRANGE', KEYS[1], top .. '-0', (marker + 1) .. '-0', 'COUNT', step)
+  for _, entry in ipairs(entries) do
+    local body = entry[2][2]
+    if string.find(body, '"kind":"message",', 1, true) and not string.find(body, ARGV[4], 1, true) then
+      local seq = string.match(entry[1], '^(%d+)')
+      if redis.call('SISMEMBER', KEYS[2], seq) == 0 then
+        count = count + 1
+        if count >= cap then break end
+      end
+    end
+  end
+  if #entries < step then break end
+  top = tonumber(string.match(entries[#entries][1], '^(%d+)')) - 1
+end
+return count
+"""
+"""Counts `unread` for a welcome (gateway `reads`): messages above the marker by others, not
+deleted, up to the cap, over the room's recent buffer; only the count leaves Redis."""

@@ -22,13 +22,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from roomstream_contracts.codec import entry_envelope, frame
+from roomstream_contracts.codec import frame
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.events import Envelope, EventKind, ReadData
 from roomstream_contracts.frames import ReadCommand
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_contracts.userstream import RAISE_MARKER_SCRIPT, read_markers_key, user_stream
+from roomstream_contracts.userstream import (
+    RAISE_MARKER_SCRIPT,
+    UNREAD_SCRIPT,
+    read_markers_key,
+    user_stream,
+)
 from roomstream_kit.redis import AnyRedis
 from roomstream_kit.redis import text as redis_text
 from roomstream_kit.telemetry import inject_context
@@ -38,8 +43,8 @@ from .session import Session
 
 UNREAD_CAP = 100
 """The largest `unread` a welcome reports (it means "at least that many")."""
-SCAN_CHUNK = 200
-"""Events read per step while counting a room's unread messages, newest first."""
+SCAN_CHUNK = 110
+"""Events the unread script reads per step, newest first."""
 
 
 class ReadMarkers:
@@ -103,22 +108,6 @@ def parse_markers(raw: Mapping[Any, Any]) -> dict[str, int]:
     return out
 
 
-def count_unread(entries: list[Any], marker: int, user: str) -> tuple[list[int], int, bool]:
-    """From recent-buffer entries newest first: (seqs above `marker` of messages by others,
-    the lowest seq seen, whether the marker was reached)."""
-    seqs: list[int] = []
-    lowest = -1
-    for entry_id, fields in entries:
-        seq = int(redis_text(entry_id).split("-", 1)[0])
-        lowest = seq
-        if seq <= marker:
-            return seqs, lowest, True
-        env = orjson.loads(entry_envelope(fields))
-        if env.get("kind") == EventKind.MESSAGE and env.get("user") != user:
-            seqs.append(seq)
-    return seqs, lowest, False
-
-
 async def unread_counts(
     redis: AnyRedis,
     keys: StreamKeys,
@@ -126,38 +115,30 @@ async def unread_counts(
     markers: Mapping[str, int],
     positions: Mapping[str, int],
 ) -> dict[str, int]:
-    """`unread` of every room in `positions` (room → welcome seq) that has a marker: the first
-    chunk of every room in one pipeline, further chunks (rare: a long unread range of mostly
-    other events) one by one, then the deleted check in one pipeline."""
+    """`unread` of every room in `positions` (room → welcome seq) that has a marker: one
+    read-only script per room behind its marker (`UNREAD_SCRIPT`), all in one pipeline; only
+    the counts leave Redis."""
     out = {r: 0 for r, m in markers.items() if r in positions and m >= positions[r]}
     behind = [
         (r, m, positions[r]) for r, m in markers.items() if r in positions and m < positions[r]
     ]
     if not behind:
         return out
+    own = orjson.dumps({"user": user})[1:-1] + b","
     async with redis.pipeline(transaction=False) as pipe:
         for room, marker, current in behind:
-            pipe.xrevrange(keys.recent(room), f"{current}-0", f"{marker + 1}-0", count=SCAN_CHUNK)
-        firsts = await pipe.execute()
-    found: dict[str, list[int]] = {}
-    entries: Any
-    for (room, marker, _), entries in zip(behind, firsts, strict=True):
-        seqs, lowest, reached = count_unread(entries, marker, user)
-        while not reached and len(entries) == SCAN_CHUNK and len(seqs) < UNREAD_CAP:
-            entries = await redis.xrevrange(
-                keys.recent(room), f"{lowest - 1}-0", f"{marker + 1}-0", count=SCAN_CHUNK
+            pipe.eval(
+                UNREAD_SCRIPT,
+                2,
+                keys.recent(room),
+                keys.deleted(room),
+                marker,
+                current,
+                UNREAD_CAP,
+                own,
+                SCAN_CHUNK,
             )
-            more, lowest, reached = count_unread(entries, marker, user)
-            seqs.extend(more)
-        found[room] = seqs
-    counted = [room for room, seqs in found.items() if seqs]
-    if counted:
-        async with redis.pipeline(transaction=False) as pipe:
-            for room in counted:
-                pipe.smismember(keys.deleted(room), found[room])
-            gone = await pipe.execute()
-        for room, flags in zip(counted, gone, strict=True):
-            found[room] = [s for s, deleted in zip(found[room], flags, strict=True) if not deleted]
-    for room, seqs in found.items():
-        out[room] = min(len(seqs), UNREAD_CAP)
+        counts = await pipe.execute()
+    for (room, _, _), count in zip(behind, counts, strict=True):
+        out[room] = int(count)
     return out
