@@ -78,6 +78,7 @@ def test_schema_writes_json_schemas_of_every_frame(tmp_path: Path) -> None:
         "typing",
         "refresh",
         "pong",
+        "user",
     } == set(server["discriminator"]["mapping"])
     events = json.loads((tmp_path / "schema" / "events.schema.json").read_text())
     assert "seq" in events["envelope"]["properties"]

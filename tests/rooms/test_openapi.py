@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from roomstream_rooms.api import RoomsApi
 from roomstream_rooms.publish import PublishApi
+from roomstream_rooms.userevents import UserEventsApi
 from roomstream_rooms.users import UserSessionsApi
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi" / "rooms.yaml"
@@ -17,9 +18,10 @@ def test_openapi_matches_the_routes():
     api = RoomsApi.__new__(RoomsApi)  # routes() needs no dependencies
     users = UserSessionsApi.__new__(UserSessionsApi)
     publish = PublishApi.__new__(PublishApi)
+    user_events = UserEventsApi.__new__(UserEventsApi)
     served = {
         (route.path, method.lower())
-        for route in [*api.routes(), *users.routes(), *publish.routes()]
+        for route in [*api.routes(), *users.routes(), *publish.routes(), *user_events.routes()]
         for method in (route.methods or set()) - {"HEAD"}
     }
     documented = {

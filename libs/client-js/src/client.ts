@@ -36,6 +36,7 @@ import type {
   PresenceFrame,
   ServerFrame,
   TypingFrame,
+  UserFrame,
   WelcomeFrame,
 } from "./generated/protocol.js";
 import { Sequencer } from "./sequencer.js";
@@ -53,8 +54,12 @@ export interface StateChange {
   url?: string;
 }
 
-/** What `events()` yields: room events (with or without seq), typing notices, state changes. */
-export type ClientEvent = EventFrame | TypingFrame | StateChange;
+/** What `events()` yields: room events (with or without seq), typing notices, state changes,
+ * and events of the user's own stream (`user` frames: per-user events, read markers). */
+export type ClientEvent = EventFrame | TypingFrame | StateChange | UserFrame;
+
+/** The user stream's key in `userSequencer` (no room id starts with `~`). */
+const USER_STREAM = "~";
 
 /** The emitter's events. */
 export interface ClientEvents {
@@ -64,6 +69,8 @@ export interface ClientEvents {
   presence: EventFrame;
   /** Someone is typing (live only). */
   typing: TypingFrame;
+  /** An event of the user's own stream: exactly once, in seq order, across reconnects. */
+  user: UserFrame;
   state: StateChange;
   /** An `error` frame without a ref (nothing was waiting for it). */
   error: ErrorFrame;
@@ -162,6 +169,8 @@ async function defaultSocket(): Promise<SocketConstructor> {
 export class Client extends Emitter<ClientEvents> {
   readonly urls: readonly string[];
   readonly sequencer = new Sequencer<EventFrame>();
+  /** The user's own stream (`user` frames), resumed on reconnect with `user_since`. */
+  readonly userSequencer = new Sequencer<UserFrame>();
   readonly stats: Stats = {
     connects: 0,
     reconnects: 0,
@@ -230,6 +239,12 @@ export class Client extends Emitter<ClientEvents> {
   /** The last seq of `room` delivered to the application, or null when it is not followed. */
   lastSeq(room: string): number | null {
     return this.sequencer.last(room);
+  }
+
+  /** The last seq of the user's own stream delivered to the application, or null before the
+   * first `welcome`. */
+  get lastUserSeq(): number | null {
+    return this.userSequencer.last(USER_STREAM);
   }
 
   // -- lifecycle ---------------------------------------------------------------------------------
@@ -307,6 +322,12 @@ export class Client extends Emitter<ClientEvents> {
   /** Tell the room this user is typing (live only; dropped while disconnected). */
   typing(room: string): void {
     if (this.connected) this.write({ type: "typing", room });
+  }
+
+  /** Set the user's read marker of `room` to `seq` (max wins: the `ack` carries the marker in
+   * force). The user's other sockets get a `user` frame of kind `read`. */
+  read(room: string, seq: number): Promise<AckFrame> {
+    return this.request({ type: "read", room, seq }, true) as Promise<AckFrame>;
   }
 
   ping(): Promise<PongFrame> {
@@ -448,7 +469,8 @@ export class Client extends Emitter<ClientEvents> {
     this.answeredExp = 0;
     let ws: SocketLike;
     try {
-      ws = new this.socketClass(url);
+      const since = this.userSequencer.last(USER_STREAM);
+      ws = new this.socketClass(since === null ? url : withQuery(url, "user_since", String(since)));
     } catch (error) {
       this.finish(new ConnectionClosedError(1002, String(error))); // a malformed URL
       return;
@@ -563,6 +585,9 @@ export class Client extends Emitter<ClientEvents> {
         this.emit("typing", msg);
         this.push(msg);
         return;
+      case "user":
+        this.deliverUser(this.userSequencer.offer(USER_STREAM, msg.seq, msg, Date.now()));
+        return;
       case "refresh":
         this.tokenExp = msg.exp;
         if (this.options.getToken !== undefined && msg.exp > this.answeredExp) {
@@ -590,6 +615,14 @@ export class Client extends Emitter<ClientEvents> {
     this.stats.connects++;
     if (this.stats.connects > 1) this.stats.reconnects++;
     this.stats.urls.push(this.url ?? "");
+    const position = welcome.user_stream;
+    if (position) {
+      // A resumed stream skips what no longer exists; the missed events follow the welcome.
+      if (position.recovered === false && typeof position.first_available === "number") {
+        this.deliverUser(this.userSequencer.skipTo(USER_STREAM, position.first_available));
+      }
+      this.deliverUser(this.userSequencer.track(USER_STREAM, position.seq));
+    }
     const resuming = this.sequencer.positions();
     const joining = new Set<string>();
     for (const p of this.pending.values()) if (p.frame.type === "join") joining.add(p.frame.room);
@@ -712,9 +745,24 @@ export class Client extends Emitter<ClientEvents> {
     }
   }
 
+  private deliverUser(events: UserFrame[]): void {
+    for (const event of events) {
+      this.emit("user", event);
+      this.push(event);
+    }
+  }
+
   private push(item: ClientEvent): void {
     for (const push of this.iterators) push(item);
   }
+}
+
+/** `url` with the query parameter `name` set to `value` (an earlier value replaced). */
+function withQuery(url: string, name: string, value: string): string {
+  const [base = "", query = ""] = url.split("?", 2);
+  const params = new URLSearchParams(query);
+  params.set(name, value);
+  return `${base}?${params.toString()}`;
 }
 
 /** JSON.stringify replacer: optional fields left unset are not sent (the gateway validates). */

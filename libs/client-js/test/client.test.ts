@@ -325,3 +325,49 @@ test("events() yields state changes and events, and ends at close", async () => 
   await reader;
   assert.deepEqual(seen, ["connecting", "connected", "event", "typing", "closed"]);
 });
+
+function userWelcome(s: FakeSocket, userStream: Record<string, unknown>): void {
+  s.open();
+  s.deliver({ type: "welcome", conn: "c", user: "u", node: "n", rooms: {}, heartbeat: 20, user_stream: userStream });
+}
+
+function userFrame(seq: number): Record<string, unknown> {
+  return { type: "user", seq, id: `u${seq}`, kind: "notice", ts: 1, data: { n: seq } };
+}
+
+test("the user stream: tracked from the welcome, resumed with user_since, each seq once", async () => {
+  const c = make();
+  const got: number[] = [];
+  c.on("user", (e) => got.push(e.seq));
+  const connected = c.connect();
+  const a = await socket(0);
+  assert.equal(a.url, "ws://a/ws", "a new session names no user_since");
+  userWelcome(a, { seq: 2 });
+  await connected;
+  a.deliver(userFrame(3));
+  a.deliver(userFrame(3));
+  assert.deepEqual(got, [3]);
+  assert.equal(c.lastUserSeq, 3);
+  a.drop(1006);
+  const b = await socket(1);
+  assert.equal(b.url, "ws://b/ws?user_since=3");
+  userWelcome(b, { seq: 5, recovered: true, missed: 2 });
+  b.deliver(userFrame(5)); // ahead of time: held until 4 arrives
+  b.deliver(userFrame(4));
+  b.deliver(userFrame(5));
+  assert.deepEqual(got, [3, 4, 5]);
+  b.drop(1006);
+  const a2 = await socket(2);
+  assert.equal(a2.url, "ws://a/ws?user_since=5");
+  userWelcome(a2, { seq: 9, recovered: false, missed: 1, first_available: 9 });
+  a2.deliver(userFrame(9));
+  assert.deepEqual(got, [3, 4, 5, 9], "what no longer exists is skipped, not waited for");
+  const ack = c.read("general", 7);
+  assert.deepEqual(
+    a2.ofType("read").map((f) => [f.room, f.seq]),
+    [["general", 7]],
+  );
+  a2.deliver({ type: "ack", ref: a2.ofType("read")[0]?.ref, room: "general", seq: 7 });
+  assert.equal((await ack).seq, 7);
+  c.close();
+});

@@ -17,7 +17,8 @@ export type ClientFrame =
   | TypingCommand
   | HistoryCommand
   | PresenceCommand
-  | PingCommand;
+  | PingCommand
+  | ReadCommand;
 /**
  * Every server → client frame, told apart by `type`.
  *
@@ -27,6 +28,7 @@ export type ClientFrame =
 export type ServerFrame =
   | WelcomeFrame
   | EventFrame
+  | UserFrame
   | AckFrame
   | ErrorFrame
   | JoinedFrame
@@ -54,7 +56,9 @@ export type EventKind =
   | "node_failed"
   | "node_started"
   | "user_kicked"
-  | "tokens_revoked";
+  | "tokens_revoked"
+  | "user_event"
+  | "read";
 
 /**
  * Every definition of docs/schema/ in one document.
@@ -163,6 +167,19 @@ export interface PingCommand {
   type: "ping";
 }
 /**
+ * Extension: the user read `room` up to `seq` (its read marker; max wins). The other sockets
+ * of the user get a `user` frame of kind `read`; `welcome` carries `unread` per room.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "ReadCommand".
+ */
+export interface ReadCommand {
+  ref?: string | null;
+  room: string;
+  seq: number;
+  type: "read";
+}
+/**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "WelcomeFrame".
  */
@@ -176,12 +193,28 @@ export interface WelcomeFrame {
   };
   type: "welcome";
   user: string;
+  user_stream?: UserStreamPosition | null;
 }
 /**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "RoomPosition".
  */
 export interface RoomPosition {
+  seq: number;
+  unread?: number | null;
+}
+/**
+ * Extension: where the user's own stream stands at the welcome (`seq`); when the client
+ * resumed it (`user_since`), whether every event after that still existed (`recovered`), how
+ * many follow the welcome as `user` frames (`missed`), and the first seq still available.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "UserStreamPosition".
+ */
+export interface UserStreamPosition {
+  first_available?: number | null;
+  missed?: number | null;
+  recovered?: boolean | null;
   seq: number;
 }
 /**
@@ -201,6 +234,25 @@ export interface EventFrame {
   ts: number;
   type: "event";
   user: string | null;
+}
+/**
+ * Extension: an event of the user's own stream, on every socket of the user. `seq` is the
+ * stream's gapless seq; `kind` the publisher's kind, or `read` (a read marker: `data` is
+ * `{"room", "seq"}`); `by` who published it (user events).
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "UserFrame".
+ */
+export interface UserFrame {
+  by?: string | null;
+  data: {
+    [k: string]: unknown | undefined;
+  };
+  id: string;
+  kind: string;
+  seq: number;
+  ts: number;
+  type: "user";
 }
 /**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
@@ -345,9 +397,11 @@ export interface EventDataByKind {
   node_started: NodeStartedData;
   offline: PresenceData;
   online: PresenceData;
+  read: ReadData;
   room_created: RoomCreatedData;
   tokens_revoked: TokensRevokedData;
   typing: _Data;
+  user_event: UserEventData;
   user_kicked: UserKickedData;
 }
 /**
@@ -447,6 +501,16 @@ export interface PresenceData {
   connections?: number;
 }
 /**
+ * The envelope's `user` read `room` up to `seq` (the `read` command; max wins).
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "ReadData".
+ */
+export interface ReadData {
+  room: string;
+  seq: number;
+}
+/**
  * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
  * via the `definition` "RoomCreatedData".
  */
@@ -472,6 +536,20 @@ export interface TokensRevokedData {
  * via the `definition` "_Data".
  */
 export interface _Data {}
+/**
+ * An event addressed to the envelope's `user` (published through the rooms API,
+ * `POST /users/{user}/events`): the application's own `kind` and `data`; `by` the publisher.
+ *
+ * This interface was referenced by `RoomstreamProtocol`'s JSON-Schema
+ * via the `definition` "UserEventData".
+ */
+export interface UserEventData {
+  by?: string | null;
+  data?: {
+    [k: string]: unknown | undefined;
+  };
+  kind: string;
+}
 /**
  * Every socket of the envelope's `user`, on every gateway, is closed with 1008.
  *

@@ -332,6 +332,56 @@ async function commands(): Promise<void> {
   bob.client.close();
 }
 
+/** Per-user events: two clients of alice (A and B) get every event of her stream once, in order,
+ * also the ones published while A is SIGKILLed and her client reconnects to B with `user_since`;
+ * a `read` on one reaches the other. Needs ROOMS_URL and SERVICE_TOKEN. */
+async function userStream(): Promise<void> {
+  const rooms = env("ROOMS_URL");
+  const publish = async (n: number): Promise<void> => {
+    const r = await fetch(`${rooms}/users/alice/events`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${env("SERVICE_TOKEN")}`, "content-type": "application/json" },
+      body: JSON.stringify({ kind: "notice", data: { n }, id: `n-${n}` }),
+    });
+    assert.equal(r.status, 201, `publish ${n}: ${r.status}`);
+  };
+  const seen = new Map<string, number[]>();
+  const kinds = new Map<string, string[]>();
+  const clients = [
+    { name: "onA", client: new Client({ urls: [A, B], token: env("TOKEN_ALICE") }) },
+    { name: "onB", client: new Client({ urls: [B], token: env("TOKEN_ALICE") }) },
+  ];
+  for (const { name, client } of clients) {
+    seen.set(name, []);
+    kinds.set(name, []);
+    client.on("user", (e) => {
+      seen.get(name)?.push(e.seq);
+      kinds.get(name)?.push(e.kind);
+    });
+    await client.connect();
+    assert.equal(client.lastUserSeq, 0);
+  }
+  for (const n of [1, 2, 3]) await publish(n);
+  await until("both clients have 3", () => clients.every(({ name }) => (seen.get(name) ?? []).length >= 3));
+  process.kill(Number(env("GATEWAY_A_PID")), "SIGKILL");
+  for (const n of [4, 5, 6]) await publish(n);
+  await until("both clients have 6", () => clients.every(({ name }) => (seen.get(name) ?? []).length >= 6));
+  const onA = clients[0]!.client;
+  const onB = clients[1]!.client;
+  await until("onA is back, on B", () => onA.connected && onA.url === B);
+  const ack = await onB.read(ROOM, 1);
+  assert.equal(ack.seq, 1);
+  await until("onA learns the read marker", () => (kinds.get("onA") ?? []).includes("read"));
+  await sleep(300); // nothing may come twice
+  for (const { name } of clients) {
+    assert.deepEqual(seen.get(name), [1, 2, 3, 4, 5, 6, 7], `${name}: each once, in order`);
+  }
+  assert.equal(onA.welcome?.user_stream?.recovered, true, "the reconnect resumed the stream");
+  result({ onA: seen.get("onA"), onB: seen.get("onB"), kinds: kinds.get("onA"), urls: onA.stats.urls });
+  onA.close();
+  onB.close();
+}
+
 const scenarios: Record<string, () => Promise<void>> = {
   "two-gateways": twoGateways,
   sigkill: () => failover("SIGKILL"),
@@ -339,6 +389,7 @@ const scenarios: Record<string, () => Promise<void>> = {
   tokens,
   refresh,
   commands,
+  "user-stream": userStream,
 };
 
 const name = process.argv[2] ?? "";

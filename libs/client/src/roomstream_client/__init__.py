@@ -13,7 +13,7 @@ room), `backoff` (reconnect delays), `errors`.
 """
 
 from .backoff import Backoff
-from .client import Ack, Client, Event, Joined, Stats, Welcome
+from .client import Ack, Client, Event, Joined, Stats, UserEvent, Welcome
 from .errors import (
     ClientClosed,
     ClientError,
@@ -36,5 +36,6 @@ __all__ = [
     "Joined",
     "Sequencer",
     "Stats",
+    "UserEvent",
     "Welcome",
 ]

@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import logging
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from roomstream_contracts.frames import (
     PongFrame,
     PresenceFrame,
     TypingFrame,
+    UserFrame,
     WelcomeFrame,
 )
 from websockets.asyncio.client import ClientConnection, connect
@@ -80,8 +82,13 @@ def _event_frame(msg: dict[str, Any]) -> EventFrame:
 Welcome = WelcomeFrame
 Joined = JoinedFrame
 Ack = AckFrame
+UserEvent = UserFrame
+"""What `user_events()` yields: events of the user's own stream."""
 Event: TypeAlias = EventFrame | TypingFrame
 """What `events()` yields: room events (with or without seq) and typing notices."""
+
+USER_STREAM = "~"
+"""The user stream's key in `user_sequencer` (no room id starts with `~`)."""
 
 TokenSource: TypeAlias = str | Callable[[], str]
 """A token, or a function returning a fresh one at every (re)connect."""
@@ -142,6 +149,7 @@ class Client:
         ping_interval: float | None = 20.0,
         gap_timeout: float = 5.0,
         on_event: Callable[[Event], None] | None = None,
+        on_user_event: Callable[[UserFrame], None] | None = None,
     ) -> None:
         self.urls = [urls] if isinstance(urls, str) else list(urls)
         if not self.urls:
@@ -155,6 +163,7 @@ class Client:
         self.ping_interval = ping_interval
         self.gap_timeout = gap_timeout
         self.on_event = on_event
+        self.on_user_event = on_user_event
 
         self.welcome: WelcomeFrame | None = None
         """The `welcome` of the current (or last) connection."""
@@ -162,6 +171,9 @@ class Client:
         """The URL of the current (or last) connection."""
         self.stats = Stats()
         self.sequencer: Sequencer[Event] = Sequencer()
+        self.user_sequencer: Sequencer[UserFrame] = Sequencer()
+        """The user's own stream (`user` frames), resumed on reconnect with `user_since`."""
+        self._user_queue: asyncio.Queue[UserFrame | None] = asyncio.Queue()
 
         self._url_index = 0
         self._ws: ClientConnection | None = None
@@ -215,6 +227,7 @@ class Client:
             task.cancel()
         self._fail_all(ClientClosed("client closed"))
         self._queue.put_nowait(None)
+        self._user_queue.put_nowait(None)
 
     @property
     def connected(self) -> bool:
@@ -236,6 +249,11 @@ class Client:
     def last_seq(self, room: str) -> int | None:
         """The last seq of `room` delivered by `events()`."""
         return self.sequencer.last(room)
+
+    @property
+    def last_user_seq(self) -> int | None:
+        """The last seq of the user's own stream delivered by `user_events()`."""
+        return self.user_sequencer.last(USER_STREAM)
 
     # -- commands ---------------------------------------------------------------------------------
 
@@ -285,6 +303,13 @@ class Client:
         reply = await self._request(command("presence", room=room), retry=True)
         return PresenceFrame.model_validate(reply)
 
+    async def read(self, room: str, seq: int) -> AckFrame:
+        """Set the user's read marker of `room` to `seq` (max wins; the `ack` carries the marker
+        now in force). The user's other sockets get a `user` frame of kind `read`."""
+        return AckFrame.model_validate(
+            await self._request(command("read", room=room, seq=seq), retry=True)
+        )
+
     async def ping(self) -> PongFrame:
         return PongFrame.model_validate(await self._request(command("ping"), retry=True))
 
@@ -299,6 +324,21 @@ class Client:
             item = await self._queue.get()
             if item is None:
                 self._queue.put_nowait(None)  # let another iterator end too
+                if self._fatal is not None:
+                    raise self._fatal
+                return
+            yield item
+
+    async def user_events(self) -> AsyncIterator[UserFrame]:
+        """Every event of the user's own stream (per-user events, read markers of the user's
+        other sockets) exactly once and in seq order, across reconnects.
+
+        Ends when the client is closed; raises `ConnectionClosedFatal` after a fatal close.
+        """
+        while True:
+            item = await self._user_queue.get()
+            if item is None:
+                self._user_queue.put_nowait(None)
                 if self._fatal is not None:
                     raise self._fatal
                 return
@@ -397,8 +437,9 @@ class Client:
         """One connection attempt: handshake, authentication, `welcome`."""
         token = self._token() if callable(self._token) else self._token
         headers = None if self.first_frame_auth else {"Authorization": f"Bearer {token}"}
+        since = self.user_sequencer.last(USER_STREAM)
         ws = await connect(
-            url,
+            url if since is None else with_query(url, user_since=str(since)),
             additional_headers=headers,
             compression=None,
             open_timeout=self.open_timeout,
@@ -446,6 +487,7 @@ class Client:
             self._closed = True
             self._fail_all(exc)
             self._queue.put_nowait(None)
+            self._user_queue.put_nowait(None)
         except asyncio.CancelledError:
             raise
         except (ClientClosed, InvalidURI):
@@ -458,6 +500,7 @@ class Client:
         self.welcome = welcome
         self.stats.connects += 1
         self.stats.urls.append(self.url or "")
+        self._resume_user_stream(welcome)
         resuming = self.sequencer.positions()
         joining = {
             r.frame["room"] for r in self._requests.values() if r.frame.get("type") == "join"
@@ -479,6 +522,16 @@ class Client:
                         request.frame["since"] = position
                 self.stats.resent += 1
                 self._spawn(self._transmit(request))
+
+    def _resume_user_stream(self, welcome: WelcomeFrame) -> None:
+        """Where the user's stream stands: a new session starts there; a resumed one skips
+        what no longer exists (the missed events follow the welcome)."""
+        position = welcome.user_stream
+        if position is None:
+            return
+        if position.recovered is False and position.first_available is not None:
+            self._deliver_user(self.user_sequencer.skip_to(USER_STREAM, position.first_available))
+        self._deliver_user(self.user_sequencer.track(USER_STREAM, position.seq))
 
     def _fail_unsafe(self) -> None:
         """Fail in-flight commands that must not be repeated blindly (edit, delete)."""
@@ -548,6 +601,10 @@ class Client:
         if kind == "typing":
             self._deliver([TypingFrame.model_validate(msg)])
             return
+        if kind == "user":  # the user's own stream (extension)
+            user = UserFrame.model_validate(msg)
+            self._deliver_user(self.user_sequencer.offer(USER_STREAM, user.seq, user))
+            return
         if kind == "refresh":  # the token expires soon (extension): a callable gives a new one
             if callable(self._token):
                 self._spawn(self._refresh_token())
@@ -574,6 +631,13 @@ class Client:
         except (ClientError, TimeoutError) as exc:
             log.warning("token refresh failed: %s", exc)
 
+    def _deliver_user(self, events: list[UserFrame]) -> None:
+        for event in events:
+            if self.on_user_event is not None:
+                self.on_user_event(event)
+            else:
+                self._user_queue.put_nowait(event)
+
     def _deliver(self, events: list[Event]) -> None:
         if not events:
             return
@@ -583,6 +647,14 @@ class Client:
         else:
             for event in events:
                 self._queue.put_nowait(event)
+
+
+def with_query(url: str, **params: str) -> str:
+    """`url` with `params` set in its query (replacing earlier values of the same names)."""
+    parts = urllib.parse.urlsplit(url)
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in params]
+    query.extend(params.items())
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
 
 
 def command(type_: str, **fields: Any) -> dict[str, Any]:

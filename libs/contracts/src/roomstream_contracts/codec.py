@@ -12,7 +12,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from .errors import ErrorCode, ProtocolError
-from .events import DELIVERED_KINDS, Envelope, EventKind
+from .events import DELIVERED_KINDS, USER_STREAM_KINDS, Envelope, EventKind
 from .frames import COMMAND_TYPES, Command
 from .streams import FIELD_EVENT
 
@@ -91,14 +91,31 @@ def event_body(envelope: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def user_body(envelope: dict[str, Any]) -> dict[str, Any]:
+    """The `user` frame body of a decoded envelope of a user's stream: a user event shows the
+    publisher's kind, data and `by`; a read marker kind `read` with `{"room", "seq"}`."""
+    data = envelope.get("data") or {}
+    body: dict[str, Any] = {"type": "user", "seq": envelope.get("seq"), "id": envelope["id"]}
+    if envelope["kind"] == EventKind.USER_EVENT:
+        body.update(kind=data.get("kind"), ts=envelope["ts"], data=data.get("data") or {})
+        if data.get("by") is not None:
+            body["by"] = data["by"]
+    else:
+        body.update(kind=envelope["kind"], ts=envelope["ts"], data=data)
+    return body
+
+
 def client_frame_of(envelope: dict[str, Any]) -> bytes | None:
     """The frame that room subscribers receive for an envelope, or None if it is not delivered.
 
-    `typing` becomes a `typing` frame; every other delivered kind an `event` frame.
+    `typing` becomes a `typing` frame, the kinds of a user's stream a `user` frame; every other
+    delivered kind an `event` frame.
     """
     kind = envelope.get("kind")
     if kind not in DELIVERED_KINDS:
         return None
+    if kind in USER_STREAM_KINDS:
+        return orjson.dumps(user_body(envelope))
     if kind == EventKind.TYPING:
         return orjson.dumps({"type": "typing", "room": envelope["room"], "user": envelope["user"]})
     return orjson.dumps(event_body(envelope))

@@ -39,19 +39,30 @@ class EventKind(StrEnum):
     # Token lifecycle (sharded by user; every gateway acts on them for its own sockets).
     USER_KICKED = "user_kicked"
     TOKENS_REVOKED = "tokens_revoked"
+    # A user's own stream (`roomstream_contracts.userstream`): sequenced per user.
+    USER_EVENT = "user_event"
+    READ = "read"
 
 
-SEQUENCED_KINDS: frozenset[EventKind] = frozenset(
-    {
-        EventKind.MESSAGE,
-        EventKind.MESSAGE_EDITED,
-        EventKind.MESSAGE_DELETED,
-        EventKind.MEMBER_JOINED,
-        EventKind.MEMBER_LEFT,
-        EventKind.ROOM_CREATED,
-    }
+USER_STREAM_KINDS: frozenset[EventKind] = frozenset({EventKind.USER_EVENT, EventKind.READ})
+"""Kinds of a user's stream: `room` is the stream's internal key (`~USER`, never a room id), `seq`
+that stream's gapless seq, delivered to every socket of the user as `user` frames."""
+
+
+SEQUENCED_KINDS: frozenset[EventKind] = (
+    frozenset(
+        {
+            EventKind.MESSAGE,
+            EventKind.MESSAGE_EDITED,
+            EventKind.MESSAGE_DELETED,
+            EventKind.MEMBER_JOINED,
+            EventKind.MEMBER_LEFT,
+            EventKind.ROOM_CREATED,
+        }
+    )
+    | USER_STREAM_KINDS
 )
-"""Kinds that belong to a room's history and get its next seq."""
+"""Kinds that get the next seq of their stream: a room's history, or a user's stream."""
 
 DELIVERED_KINDS: frozenset[EventKind] = SEQUENCED_KINDS | {
     EventKind.ONLINE,
@@ -164,6 +175,22 @@ class TokensRevokedData(_Data):
     by: str | None = None
 
 
+class UserEventData(_Data):
+    """An event addressed to the envelope's `user` (published through the rooms API,
+    `POST /users/{user}/events`): the application's own `kind` and `data`; `by` the publisher."""
+
+    kind: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    by: str | None = None
+
+
+class ReadData(_Data):
+    """The envelope's `user` read `room` up to `seq` (the `read` command; max wins)."""
+
+    room: str
+    seq: int
+
+
 DATA_MODELS: dict[EventKind, type[_Data]] = {
     EventKind.MESSAGE: MessageData,
     EventKind.MESSAGE_EDITED: MessageEditedData,
@@ -180,6 +207,8 @@ DATA_MODELS: dict[EventKind, type[_Data]] = {
     EventKind.NODE_STARTED: NodeStartedData,
     EventKind.USER_KICKED: UserKickedData,
     EventKind.TOKENS_REVOKED: TokensRevokedData,
+    EventKind.USER_EVENT: UserEventData,
+    EventKind.READ: ReadData,
 }
 """The data model of each kind, for consumers that want typed access (`Envelope.typed_data`)."""
 

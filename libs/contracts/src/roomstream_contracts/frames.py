@@ -91,6 +91,15 @@ class PingCommand(_Command):
     type: Literal["ping"]
 
 
+class ReadCommand(_Command):
+    """Extension: the user read `room` up to `seq` (its read marker; max wins). The other sockets
+    of the user get a `user` frame of kind `read`; `welcome` carries `unread` per room."""
+
+    type: Literal["read"]
+    room: RoomId
+    seq: Annotated[int, Field(ge=0, le=MAX_SEQ)]
+
+
 Command = Annotated[
     AuthCommand
     | JoinCommand
@@ -101,7 +110,8 @@ Command = Annotated[
     | TypingCommand
     | HistoryCommand
     | PresenceCommand
-    | PingCommand,
+    | PingCommand
+    | ReadCommand,
     Field(discriminator="type"),
 ]
 """Any client frame, told apart by its `type`."""
@@ -117,6 +127,7 @@ COMMAND_TYPES: dict[str, type[_Command]] = {
     "history": HistoryCommand,
     "presence": PresenceCommand,
     "ping": PingCommand,
+    "read": ReadCommand,
 }
 
 
@@ -129,6 +140,20 @@ class _Frame(BaseModel):
 
 class RoomPosition(BaseModel):
     seq: int
+    unread: int | None = None
+    """Extension: `message` events after the user's read marker of the room that are not
+    deleted, counted up to the gateway's cap (present only for rooms with a read marker)."""
+
+
+class UserStreamPosition(BaseModel):
+    """Extension: where the user's own stream stands at the welcome (`seq`); when the client
+    resumed it (`user_since`), whether every event after that still existed (`recovered`), how
+    many follow the welcome as `user` frames (`missed`), and the first seq still available."""
+
+    seq: int
+    recovered: bool | None = None
+    missed: int | None = None
+    first_available: int | None = None
 
 
 class WelcomeFrame(_Frame):
@@ -139,6 +164,8 @@ class WelcomeFrame(_Frame):
     rooms: dict[str, RoomPosition]
     heartbeat: float
     protocol: int = PROTOCOL_VERSION
+    user_stream: UserStreamPosition | None = None
+    """Extension: the user's own stream (per-user events and read markers)."""
 
 
 class EventFrame(_Frame):
@@ -152,6 +179,20 @@ class EventFrame(_Frame):
     user: str | None
     ts: int
     data: dict[str, Any]
+
+
+class UserFrame(_Frame):
+    """Extension: an event of the user's own stream, on every socket of the user. `seq` is the
+    stream's gapless seq; `kind` the publisher's kind, or `read` (a read marker: `data` is
+    `{"room", "seq"}`); `by` who published it (user events)."""
+
+    type: Literal["user"] = "user"
+    seq: int
+    id: str
+    kind: str
+    ts: int
+    data: dict[str, Any]
+    by: str | None = None
 
 
 class AckFrame(_Frame):
@@ -230,6 +271,7 @@ class PongFrame(_Frame):
 ServerFrame = Annotated[
     WelcomeFrame
     | EventFrame
+    | UserFrame
     | AckFrame
     | ErrorFrame
     | JoinedFrame

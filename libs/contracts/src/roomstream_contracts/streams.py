@@ -10,7 +10,7 @@ Key map (namespace `rs` by default; `N` is the shard number):
 |---|---|---|---|
 | `rs:log:{N}` | stream | append script | the log shard: fields `r` room, `k` kind, `e` envelope JSON |
 | `rs:seq:{N}` | hash | append script | room → last seq (a room exists once it has a seq) |
-| `rs:recent:{N}:ROOM` | stream | append script | the room's recent sequenced events, entry id `SEQ-0` |
+| `rs:recent:{N}:ROOM` | stream | append script | the room's recent sequenced events, entry id `SEQ-0`; ROOM `~USER`: a user's own stream (`userstream`) |
 | `rs:dedupe:{N}:ROOM:USER:CID` | string | append script | ack of an idempotent send, with a TTL |
 | `rs:client-id:{U}:USER:CID` | string | producer (`eventlog`) | the room a user's client id is bound to (per-user dedupe), TTL; `U` = the user's shard |
 | `rs:kinds:{N}` | hash | append script (`room_created`), seed script | room → `public` / `private`: membership authority is seeded |
@@ -24,6 +24,7 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:node-conns:NODE` | hash | rooms service | connection id → user on one node |
 | `rs:history-latest:{N}:ROOM` | hash | history service | cached latest history page + generation |
 | `rs:revoked:USER` | string | rooms service | tokens of USER with `iat` below this (seconds) are revoked |
+| `rs:read:{N}:USER` | hash | gateway (`read`), rooms service | USER's read markers, room → seq (max wins); `N` = shard of `~USER` (`userstream`) |
 | `rs:dead:{N}` | stream | every consumer (`roomstream_kit.consumer`) | dead letters of shard N: entries a consumer group could never handle |
 | `rs:dead-count:{N}` | hash | every consumer | group → how many entries of shard N it dead-lettered |
 | `rs:node:NODE` | hash + TTL | each node | heartbeat record |

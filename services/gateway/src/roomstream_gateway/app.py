@@ -18,8 +18,9 @@ from typing import Any
 from roomstream_contracts.codec import frame, parse_command
 from roomstream_contracts.errors import CloseCode, ProtocolError
 from roomstream_contracts.events import DisconnectedData, Envelope, EventKind
-from roomstream_contracts.frames import AuthCommand
+from roomstream_contracts.frames import AuthCommand, ReadCommand
 from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.userstream import is_user_stream, read_markers_key, user_stream
 from roomstream_kit import redis as kit_redis
 from roomstream_kit.auth import (
     AuthError,
@@ -44,11 +45,13 @@ from .http import HttpRoutes
 from .hub import Hub, wire
 from .metrics import GatewayMetrics
 from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
+from .reads import ReadMarkers, parse_markers, room_entries, unread_counts
 from .session import Session
 from .settings import GatewaySettings
 from .tail import Tail
 from .tokens import TokenLifecycle
 from .upstream import Upstream
+from .userstream import resume, user_since
 
 log = logging.getLogger("roomstream_gateway")
 
@@ -114,6 +117,7 @@ class Gateway:
             send=self.hub.send,
         )
         self.commands.register(AuthCommand, self.tokens.refresh)
+        self.commands.register(ReadCommand, ReadMarkers(self.commands, self.redis, self.keys).read)
         self.tail.control = self.tokens.apply
         self.heartbeat = Heartbeat(
             self.redis,
@@ -191,7 +195,7 @@ class Gateway:
         self._rate_mark = (now, delivered)
         return {
             "connections": len(self.sessions),
-            "rooms": len(self.hub.rooms),
+            "rooms": sum(1 for room in self.hub.rooms if not is_user_stream(room)),
             "messages_per_s": round(rate, 1),
         }
 
@@ -273,7 +277,7 @@ class Gateway:
                 self.metrics.auth_failures.add(1, {"reason": "revoked"})
                 await conn.close(CloseCode.NOT_AUTHENTICATED, "token revoked")
                 return
-            await self._welcome(session)
+            await self._welcome(session, user_since(request.path))
         except Exception as exc:
             self.tokens.forget(session)
             self.hub.remove(session)
@@ -307,18 +311,18 @@ class Gateway:
                 self.commands.buckets.pop(session.user, None)
             await self._disconnected(session)
 
-    async def _welcome(self, session: Session) -> None:
+    async def _welcome(self, session: Session, since: int | None = None) -> None:
         """Append `connected`, subscribe to the user's rooms, then read their seqs: welcome."""
         await self.eventlog.append(self._event(session, EventKind.CONNECTED, {}))
         try:
-            await self._subscribe_and_welcome(session)
+            await self._subscribe_and_welcome(session, since)
         except BaseException:
             # `connected` is in the log: its `disconnected` must be too, or presence keeps a
             # connection that never existed.
             await self._disconnected(session)
             raise
 
-    async def _subscribe_and_welcome(self, session: Session) -> None:
+    async def _subscribe_and_welcome(self, session: Session, since: int | None = None) -> None:
         """Subscribe (held) before reading the seqs, so nothing falls between; the core drops
         live frames at or below the welcome seqs (the tail may lag behind them)."""
         self.hub.add(session)
@@ -331,8 +335,11 @@ class Gateway:
             {m.decode() if isinstance(m, bytes) else m for m in listed}
             | set(self.hub.core.recent_rooms(session.user))
         )
+        stream = user_stream(session.user)  # the user's own stream: subscribed like a room
+        rooms.append(stream)
         self.hub.core.begin_welcome(peer, rooms)
         seqs: list[Any] = []
+        markers: dict[str, int] = {}
         if rooms:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for room in rooms:
@@ -340,7 +347,9 @@ class Gateway:
                     pipe.hget(self.keys.seq(shard), room)
                     pipe.hexists(self.keys.kinds(shard), room)
                     pipe.sismember(self.keys.roster(room), session.user)
+                pipe.hgetall(read_markers_key(self.keys, session.user))
                 replies = await pipe.execute()
+            markers = parse_markers(replies[-1])
             # The user's rooms come from a read model the projection updates later: a room whose
             # roster (the membership authority) no longer has the user is not subscribed.
             still: list[str] = []
@@ -353,17 +362,23 @@ class Gateway:
                 seqs.append(seq)
             rooms = still
         positions = {room: int(s or 0) for room, s in zip(rooms, seqs, strict=True)}
+        user_position, missed = await resume(
+            self.redis, self.keys, stream, since, positions.get(stream, 0)
+        )
+        unread = await unread_counts(self.redis, self.keys, session.user, markers, positions)
         kept, live = self.hub.core.finish_welcome(peer, positions)
+        kept.pop(stream, None)
         welcome = frame(
             "welcome",
             conn=session.id,
             user=session.user,
             node=self.node,
-            rooms={room: {"seq": seq} for room, seq in kept.items()},
+            rooms=room_entries(kept, unread),
             heartbeat=self.settings.ping_interval_s,
             protocol=1,
+            user_stream=user_position,
         )
-        self.hub.write(session, [wire(welcome), *live])
+        self.hub.write(session, [wire(welcome), *missed, *live])
 
     def _event(self, session: Session, kind: EventKind, data: dict[str, Any]) -> Envelope:
         return Envelope(

@@ -31,6 +31,7 @@ from roomstream_contracts.frames import (
     LeaveCommand,
     PingCommand,
     PresenceCommand,
+    ReadCommand,
     SendCommand,
     TypingCommand,
 )
@@ -58,7 +59,7 @@ from .upstream import Upstream
 
 log = logging.getLogger(__name__)
 
-RATE_LIMITED_TYPES = (SendCommand, EditCommand, DeleteCommand)
+RATE_LIMITED_TYPES = (SendCommand, EditCommand, DeleteCommand, ReadCommand)
 MAX_FILLS = 3
 """Times a join fetches a missing range again before answering `unavailable`."""
 

@@ -29,8 +29,10 @@ from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
 from .projector import Projector
 from .publish import publish_api
+from .readmarkers import ReadMarkerStore
 from .readmodels import ReadModels
 from .settings import RoomsSettings
+from .userevents import UserEventsApi
 from .users import UserSessionsApi
 
 log = logging.getLogger(__name__)
@@ -144,14 +146,17 @@ def create_app(settings: RoomsSettings) -> Starlette:
         app.router.routes.extend(users.routes())
         publish = publish_api(settings, node, redis, pool, api.verifier, metrics)
         app.router.routes.extend(publish.routes())
+        app.router.routes.extend(UserEventsApi(verifier=api.verifier, eventlog=eventlog).routes())
         await projector.resync()
+        markers = ReadMarkerStore(pool, redis, settings.keys)
+        await markers.refill()
         await projector.load_skipped()
         consumer = LogConsumer(
             settings,
             redis,
             group=GROUP,
             consumer=node,
-            handler=projector.apply_batch,
+            handler=markers.wrap(projector.apply_batch),
             batch_size=settings.batch_size,
             poll_ms=settings.poll_ms,
             reclaim_idle_ms=settings.reclaim_idle_ms,

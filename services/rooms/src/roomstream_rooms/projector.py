@@ -28,6 +28,7 @@ from roomstream_contracts.codec import decode_envelope
 from roomstream_contracts.events import Envelope
 from roomstream_contracts.ids import make_storable, now_ms
 from roomstream_contracts.streams import FIELD_EVENT
+from roomstream_contracts.userstream import is_user_stream
 from roomstream_kit.consumer import LogEntry
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.failures import Retry, describe
@@ -131,7 +132,8 @@ class Projector:
         for env in envs:
             n += 1
             if env.sequenced and env.room and env.seq is not None:
-                by_room.setdefault(env.room, []).append(env)
+                if not is_user_stream(env.room):  # a user's stream is no room (userstream)
+                    by_room.setdefault(env.room, []).append(env)
             elif env.kind in CONNECTION_KINDS:
                 conn_envs.append(env)
         self.metrics.batch_size.record(n)
@@ -323,7 +325,7 @@ class Projector:
         seq recorded as skipped (and counted as applied when it is the room's next one), so the
         room's later events do not wait on it."""
         env = entry.envelope
-        if not (env.sequenced and env.room and env.seq is not None):
+        if not (env.sequenced and env.room and env.seq is not None) or is_user_stream(env.room):
             return
         room, seq = env.room, env.seq
         async with self.lock, self.pool.acquire() as conn, conn.transaction():
