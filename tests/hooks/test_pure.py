@@ -17,7 +17,7 @@ from roomstream_hooks.model import (
     matches,
     parse_env_endpoints,
 )
-from roomstream_hooks.signing import new_secret, secret_problem, sign_headers
+from roomstream_kit.signing import new_secret, secret_problem, sign_headers
 from standardwebhooks import Webhook
 
 # The example of the Standard Webhooks specification (and of its reference libraries' tests).

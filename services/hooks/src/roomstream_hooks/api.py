@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from roomstream_contracts.errors import ErrorCode
 from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
+from roomstream_kit.signing import new_secret
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -18,7 +19,6 @@ from .delivery import Dispatcher
 from .metrics import HooksMetrics
 from .model import EndpointSpec, masked
 from .settings import HooksSettings
-from .signing import new_secret
 from .store import Endpoint, HooksStore
 
 DEAD_LETTERS_PAGE = 100

@@ -24,11 +24,11 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+from roomstream_kit.signing import sign_headers
 
 from .metrics import HooksMetrics
 from .model import backoff_s, batch_body, batch_id
 from .settings import HooksSettings
-from .signing import sign_headers
 from .store import Endpoint, HooksStore, OutboxRow
 
 log = logging.getLogger(__name__)

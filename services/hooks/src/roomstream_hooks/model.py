@@ -12,8 +12,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 from roomstream_contracts.events import Envelope
 from roomstream_contracts.ids import is_room_id
-
-from .signing import secret_problem
+from roomstream_kit.signing import secret_problem
 
 HOOK_KINDS: tuple[str, ...] = (
     "message",

@@ -25,9 +25,9 @@ import redis.asyncio as aioredis
 from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
-from roomstream_hooks.signing import new_secret
 from roomstream_kit.eventlog import EventLog, RoomCheck
 from roomstream_kit.rooms import seed_room
+from roomstream_kit.signing import new_secret
 
 from .local import free_port, remove_scratch, wait_http
 

@@ -1,5 +1,8 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com), through its reference library.
 
+The one definition of how roomstream signs a request to an application's endpoint: the webhooks
+service's deliveries and the gateway's publish hook both use it.
+
 `webhook-signature: v1,<base64 HMAC-SHA256(secret, "{webhook-id}.{webhook-timestamp}.{body}")>`;
 the secret is `whsec_` + base64 of the key bytes.
 """
