@@ -72,12 +72,19 @@ class Receiver:
                 out.append(e)
         return out
 
-    async def _hook(self, request: Request) -> Response:
+    async def verified(self, request: Request) -> bytes | None:
+        """The request's body if its signature verifies, else None (counted)."""
         body = await request.body()
         try:
             Webhook(self.secret).verify(body, dict(request.headers))
         except WebhookVerificationError:
             self.bad_signatures += 1
+            return None
+        return body
+
+    async def _hook(self, request: Request) -> Response:
+        body = await self.verified(request)
+        if body is None:
             return Response(status_code=401)
         msg_id = request.headers["webhook-id"]
         self.attempts.append(msg_id)

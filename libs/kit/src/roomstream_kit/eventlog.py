@@ -185,11 +185,8 @@ class EventLog:
             )
             bound_here = not prior
             if prior and prior != room:
-                ack = _text(await self._command("GET", self.keys.dedupe(prior, user, dedupe_id)))
-                if ack:
-                    seq, event_id = ack.split(" ", 1)
-                    return AppendResult(AppendStatus.DUPLICATE, int(seq), event_id, room=prior)
-                return AppendResult(AppendStatus.ID_IN_USE, room=prior)
+                original = await self._ack_in(prior, user, dedupe_id)
+                return original or AppendResult(AppendStatus.ID_IN_USE, room=prior)
         keys, args = self._script_call(envelope, room_check, dedupe_id, owner_check, access)
         reply: list[Any] = await self._script(keys=keys, args=args)
         result = _parse_reply(reply, room or None)
@@ -198,6 +195,20 @@ class EventLog:
             # keeps it bound to this room, where a retry still works).
             await self._command("DEL", self.keys.client_id(user, dedupe_id or ""))
         return result
+
+    async def original(self, user: str, client_id: str) -> AppendResult | None:
+        """The ack (status `duplicate`) of the append of `user`'s client message id, or None when
+        no send with that id was appended (within the dedupe TTL). A read: nothing is bound."""
+        room = _text(await self._command("GET", self.keys.client_id(user, client_id)))
+        return await self._ack_in(room, user, client_id) if room else None
+
+    async def _ack_in(self, room: str, user: str, client_id: str) -> AppendResult | None:
+        """The ack the append script kept for (room, user, client id), or None."""
+        ack = _text(await self._command("GET", self.keys.dedupe(room, user, client_id)))
+        if not ack:
+            return None
+        seq, event_id = ack.split(" ", 1)
+        return AppendResult(AppendStatus.DUPLICATE, int(seq), event_id, room=room)
 
     async def access(self, room: str, user: str) -> tuple[bool, str | None, bool]:
         """`room_access` of this deployment."""

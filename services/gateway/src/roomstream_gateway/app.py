@@ -507,6 +507,7 @@ class Gateway:
             async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
                 await self.heartbeat.stop(deregister=True)
         await self.upstream.aclose()
+        await self.commands.aclose()
         if self.pipe is not None:
             self.pipe.close()
         await self.redis.aclose()

@@ -51,6 +51,7 @@ from roomstream_kit.telemetry import inject_context, tracer
 from .delivery import Done
 from .hub import Hub
 from .metrics import GatewayMetrics
+from .publish_hook import PublishHook
 from .ratelimit import TokenBucket
 from .replay import fetch
 from .session import Session
@@ -86,6 +87,8 @@ class Commands:
         self.metrics = metrics
         self.close = close
         self.tracer = tracer("roomstream.gateway")
+        self.publish_hook = PublishHook.from_settings(settings, node, eventlog)
+        """Asked before a `send` is appended, when configured (`publish_hook`)."""
         self.buckets: dict[str, TokenBucket] = {}
         """user → send budget on this gateway (dropped when the user's last socket closes)."""
         self._handlers: dict[type[Any], Callable[[Session, Any], Awaitable[None]]] = {
@@ -127,6 +130,11 @@ class Commands:
                 return
             log.exception("command failed", extra={"conn": session.id, "user": session.user})
             self.fail(session, ErrorCode.INTERNAL, "internal error", ref)
+
+    async def aclose(self) -> None:
+        """Release the publish hook's HTTP client (at shutdown)."""
+        if self.publish_hook is not None:
+            await self.publish_hook.aclose()
 
     def reply(self, session: Session, payload: bytes) -> None:
         self.hub.send(session, payload)
@@ -235,11 +243,14 @@ class Commands:
                 ErrorCode.TOO_LARGE, f"text over {self.settings.max_text_chars} characters", cmd.ref
             )
         with self.tracer.start_as_current_span("gateway.send"):
+            text = cmd.text
+            if self.publish_hook is not None:  # allow, replace the text, or refuse (raises)
+                text = await self.publish_hook.review(session, cmd)
             env = self.envelope(
                 session,
                 EventKind.MESSAGE,
                 cmd.room,
-                MessageData(text=cmd.text, client_id=cmd.id).model_dump(),
+                MessageData(text=text, client_id=cmd.id).model_dump(),
             )
             result = await self.append_checked(
                 env, cmd.ref, room_check=RoomCheck.EXISTS, dedupe_id=cmd.id, access=Access.MEMBER

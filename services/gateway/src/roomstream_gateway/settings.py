@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from roomstream_contracts.frames import AUTH_FRAME_TIMEOUT_S, MAX_FRAME_BYTES, MAX_TEXT_CHARS
 from roomstream_kit.settings import CommonSettings
+from roomstream_kit.signing import secret_problem
 
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
@@ -66,6 +67,31 @@ class GatewaySettings(CommonSettings):
     """Redis connections shared by the commands of all sockets (more wait for a free one)."""
     http_timeout_s: float = Field(default=5.0, gt=0)
     """Timeout of calls to the rooms and history services."""
+
+    publish_hook_url: str = ""
+    """Endpoint asked before each socket `send` is appended (allow / reject / replace the text;
+    docs/hooks.md, "Publish hook"). Empty: no hook."""
+    publish_hook_secret: str = ""
+    """Standard Webhooks secret (`whsec_…`) the hook's requests are signed with; required with
+    `publish_hook_url`."""
+    publish_hook_timeout_ms: int = Field(default=500, ge=1, le=60_000)
+    """How long a send waits for the hook's verdict (a free request slot included)."""
+    publish_hook_failure: Literal["open", "closed"] = "closed"
+    """What a send does when the hook fails (timeout, error, bad answer): `open` appends it as
+    sent, `closed` answers `unavailable`."""
+    publish_hook_concurrency: int = Field(default=64, ge=1)
+    """Hook requests in flight at once per gateway (the HTTP client's connections too)."""
+
+    @model_validator(mode="after")
+    def _publish_hook_complete(self) -> GatewaySettings:
+        url = self.publish_hook_url.strip()
+        if url:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError("ROOMSTREAM_PUBLISH_HOOK_URL must be an http:// or https:// URL")
+            problem = secret_problem(self.publish_hook_secret)
+            if problem:
+                raise ValueError(f"ROOMSTREAM_PUBLISH_HOOK_SECRET: {problem}")
+        return self
 
     def advertised_host(self) -> str:
         if self.advertise_host.strip():
