@@ -36,14 +36,14 @@ from ..common import (
     stream_keys,
 )
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
-from . import procstat, publish, services
+from . import procstat, publish, publish_hook, services
 from .stats import Histogram
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "bench",
-        help="benchmarks: the gateways' fan-out; `bench history`, `bench hooks`: one service",
+        help="benchmarks: the gateways' fan-out; `bench history`, `bench hooks`, `bench publish`, `bench publish-hook`: one part",
         description="N clients in R rooms over the gateways, a fixed total publish rate; prints "
         "deliveries/s, loss, duplicates, latency, gateway CPU µs per frame and RSS KB per "
         "connection.",
@@ -70,12 +70,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=run)
     family = p.add_subparsers(
         dest="bench",
-        metavar="{history,hooks,publish}",
+        metavar="{history,hooks,publish,publish-hook}",
         help="benchmarks of one service instead",
     )
     services.add_history_parser(family)
     services.add_hooks_parser(family)
     publish.add_parser(family)
+    publish_hook.add_parser(family)
 
 
 @dataclass(slots=True)
