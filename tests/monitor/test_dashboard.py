@@ -1,5 +1,6 @@
 """The dashboard renders live data from a real cluster in headless Chromium (Debian's package,
-driven by Playwright); a screenshot is kept in test-artifacts/monitor-dashboard.png."""
+driven by Playwright), the Webhooks panel included (a real hooks process delivering to a real
+receiver); a screenshot is kept in test-artifacts/monitor-dashboard.png."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from roomstream_client import Client
 
 from tests.conftest import Cluster, make_token, service_token
+from tests.hooks.helpers import FAST, add_endpoint
+from tests.hooks.receiver import SECRET_A, Receiver
 from tests.monitor.helpers import stats, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -41,6 +44,9 @@ CHART_DATA = """() => {
     nodes: sets(c.nodes),
     rooms: c.rooms.data.labels,
     rows: [...document.querySelectorAll('#nodes tbody tr')].map((tr) => tr.dataset.node),
+    hooks: document.getElementById('hooks-panel').hidden ? null : Object.fromEntries(
+      [...document.querySelectorAll('#hooks tbody tr')].map(
+        (tr) => [tr.dataset.endpoint, [...tr.children].map((td) => td.textContent)])),
     canvases: [...document.querySelectorAll('canvas')].map((cv) => cv.width * cv.height),
   };
 }"""
@@ -75,7 +81,12 @@ async def test_dashboard_shows_live_cluster_data(cluster: Cluster, chromium: str
         )
         for name in ("gw-a", "gw-b")
     ]
+    receiver = await Receiver(SECRET_A).start()
+    hooks = cluster.start(
+        "roomstream_hooks", name="hooks", env={"ROOMSTREAM_NODE_ID": "hooks-dash", **FAST}
+    )
     monitor = cluster.start("roomstream_monitor", name="monitor")
+    await add_endpoint(hooks, "dash-hook", receiver.url, SECRET_A, ["message"])
     async with httpx.AsyncClient(timeout=10) as http:
         r = await http.post(
             f"{rooms.url}/rooms",
@@ -122,11 +133,16 @@ async def test_dashboard_shows_live_cluster_data(cluster: Cluster, chromium: str
                         and {"rooms", "monitor"} <= {d["label"] for d in data["lag"]}
                         and (last_y(data["nodes"], "up") or 0) >= 4
                         and "dash" in data["rooms"]
+                        and data["hooks"] is not None
+                        and "dash-hook" in data["hooks"]
+                        and int(data["hooks"]["dash-hook"][1]) > 0  # events delivered
+                        and data["hooks"]["dash-hook"][5] != "–"  # p50 latency
                     )
                     return data if ok else None
 
                 data = await wait_for(rendered, what="charts with live data")
-                assert {"gw-a", "gw-b"} <= set(data["rows"])
+                assert {"gw-a", "gw-b", "hooks-dash"} <= set(data["rows"])
+                assert int(data["hooks"]["dash-hook"][1]) <= len(receiver.unique_ids())
                 assert all(size > 0 for size in data["canvases"])
                 assert await page.text_content("#tile-connections") == "2"
                 assert errors == []
@@ -135,6 +151,7 @@ async def test_dashboard_shows_live_cluster_data(cluster: Cluster, chromium: str
             finally:
                 await browser.close()
     finally:
+        await receiver.stop()
         sender.cancel()
         with contextlib.suppress(BaseException):
             await sender

@@ -20,6 +20,8 @@ from roomstream_contracts.streams import (
 )
 from roomstream_contracts.tokens import DEV_JWT_SECRET
 
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROOMSTREAM_", extra="ignore")
@@ -70,6 +72,10 @@ class CommonSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
     """Listening port; each service's settings give their own default (PROTOCOL.md)."""
+    advertise_host: str = ""
+    """Host name or address other processes reach this process at (the `address` of its node
+    record, where the monitor scrapes `/metrics`: gateways and hooks). Empty: `host`, or this
+    machine's hostname when `host` is a wildcard address (0.0.0.0, ::)."""
     node_id: str = ""
     """Name of this process in the node registry and its consumer name in consumer groups; must
     be unique among running processes and stable across restarts. Default: KIND-HOSTNAME-PORT."""
@@ -87,6 +93,13 @@ class CommonSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
+
+    def advertised_host(self) -> str:
+        if self.advertise_host.strip():
+            return self.advertise_host.strip()
+        if self.host in WILDCARD_HOSTS:
+            return socket.gethostname()
+        return self.host
 
     def node_name(self, kind: str) -> str:
         """This process's node id (`node_id`, or KIND-HOSTNAME-PORT when unset)."""

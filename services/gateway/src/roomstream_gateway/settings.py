@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -10,16 +9,9 @@ from roomstream_contracts.frames import AUTH_FRAME_TIMEOUT_S, MAX_FRAME_BYTES, M
 from roomstream_kit.settings import CommonSettings
 from roomstream_kit.signing import secret_problem
 
-WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
-
 
 class GatewaySettings(CommonSettings):
     port: int = Field(default=8000, ge=0, le=65535)
-    advertise_host: str = ""
-    """Host name or address other processes reach this gateway at (the `address` of its node
-    record, scraped by the monitor). Empty: `host`, or this machine's hostname when `host` is a
-    wildcard address (0.0.0.0, ::)."""
-
     allowed_origins: str = ""
     """Comma-separated Origin allow-list; empty allows every origin. Requests without an Origin
     header (non-browser clients) are always allowed."""
@@ -92,13 +84,6 @@ class GatewaySettings(CommonSettings):
             if problem:
                 raise ValueError(f"ROOMSTREAM_PUBLISH_HOOK_SECRET: {problem}")
         return self
-
-    def advertised_host(self) -> str:
-        if self.advertise_host.strip():
-            return self.advertise_host.strip()
-        if self.host in WILDCARD_HOSTS:
-            return socket.gethostname()
-        return self.host
 
     def origin_list(self) -> list[str]:
         return [o.strip() for o in self.allowed_origins.split(",") if o.strip()]

@@ -65,7 +65,7 @@ class HooksService:
             "hooks",
             interval_s=settings.heartbeat_interval_s,
             ttl_s=settings.heartbeat_ttl_s,
-            address=f"http://{settings.host}:{settings.port}",
+            address=f"http://{settings.advertised_host()}:{settings.port}",  # monitor scrapes
         )
 
     async def start(self) -> None:

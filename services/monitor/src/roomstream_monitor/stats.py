@@ -24,8 +24,8 @@ from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.redis import AnyRedis, redis_unavailable, text
 
+from . import hookstats, latency
 from . import keys as monitor_keys
-from . import latency
 from .metrics import MonitorMetrics
 from .registry import NodeRecord, Registry
 from .settings import MonitorSettings
@@ -123,6 +123,8 @@ class Collector:
         self._http = httpx.AsyncClient(timeout=settings.scrape_timeout_s)
         self._latency_prev: dict[str, latency.Buckets] = {}
         self._latency_last: dict[str, float | None] = {"p50": None, "p90": None, "p99": None}
+        self._hooks_prev: tuple[float, dict[str, hookstats.Page]] = (0.0, {})
+        self._hooks_latency: dict[str, dict[str, float | None]] = {}
         self._series: list[list[int]] = []
 
     async def close(self) -> None:
@@ -203,16 +205,47 @@ class Collector:
         series = [[second * 1000, count] for second, count in rates.series]
         return rates.messages_per_s, busiest, series
 
-    async def _scrape(self, node: str, address: str) -> latency.Buckets | None:
+    async def _scrape_text(self, node: str, address: str) -> str | None:
+        """A node's `/metrics` page, or None when it does not answer."""
         url = metrics_url(address)
         try:
             response = await self._http.get(url)
             response.raise_for_status()
-            return latency.histogram_buckets(response.text)
-        except (httpx.HTTPError, ValueError) as exc:
+            return response.text
+        except httpx.HTTPError as exc:
             self.metrics.errors.add(1, {"kind": "scrape"})
             log.debug("scraping %s (%s) failed: %s", node, url, exc)
             return None
+
+    async def _scrape(self, node: str, address: str) -> latency.Buckets | None:
+        text = await self._scrape_text(node, address)
+        try:
+            return None if text is None else latency.histogram_buckets(text)
+        except ValueError as exc:
+            self.metrics.errors.add(1, {"kind": "scrape"})
+            log.debug("parsing the metrics of %s failed: %s", node, exc)
+            return None
+
+    async def hook_endpoints(self, instances: list[NodeRecord]) -> list[dict[str, Any]]:
+        """Per-endpoint webhook figures from every live hooks instance (`hookstats`)."""
+        targets = [(r.node, str(r.fields.get("address", ""))) for r in instances]
+        targets = [(n, a) for n, a in targets if a]
+        texts = await asyncio.gather(*(self._scrape_text(n, a) for n, a in targets))
+        pages: dict[str, hookstats.Page] = {}
+        for (node, _), text in zip(targets, texts, strict=True):
+            if text is None:
+                continue
+            try:
+                pages[node] = hookstats.parse_page(text)
+            except ValueError as exc:
+                self.metrics.errors.add(1, {"kind": "scrape"})
+                log.debug("parsing the metrics of %s failed: %s", node, exc)
+        now = time.monotonic()
+        last_t, previous = self._hooks_prev
+        self._hooks_prev = (now, pages)
+        return hookstats.endpoints_view(
+            pages, previous, now - last_t if last_t else 0.0, self._hooks_latency
+        )
 
     async def delivery_latency(self, gateways: list[NodeRecord]) -> dict[str, float | None]:
         """p50/p90/p99 (ms) of deliveries since the previous scrape, over all gateways.
@@ -248,6 +281,7 @@ class Collector:
         rate, busiest, series = await self.rates(now // 1000)
         failed = await self.registry.failed(now - self.settings.failed_keep_s * 1000)
         gateways = [r for r in live if r.kind == "gateway"]
+        hooks = [r for r in live if r.kind == "hooks"]
         snap: dict[str, Any] = {
             "nodes": len(per_node),
             "connections": sum(int(v["connections"] or 0) for v in per_node),
@@ -264,6 +298,8 @@ class Collector:
             "failed_nodes": [{"node": n, "failed_ms": ms} for n, ms in failed],
             "updated_ms": now,
         }
+        if hooks:  # optional: only where the webhooks service runs
+            snap["hooks"] = {"instances": len(hooks), "endpoints": await self.hook_endpoints(hooks)}
         self.snapshot = snap
         self.history.append(
             {

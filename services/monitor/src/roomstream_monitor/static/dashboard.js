@@ -105,6 +105,7 @@ function renderStats(stats) {
     return li;
   }));
   renderGroups(stats);
+  renderHooks(stats.hooks);
   charts.rooms.data.labels = stats.busiest_rooms.map((r) => r.room);
   charts.rooms.data.datasets[0].data = stats.busiest_rooms.map((r) => r.messages_per_s);
   charts.rooms.update();
@@ -122,6 +123,28 @@ function renderGroups(stats) {
     if (stuck.has(g) || dead[g]) tr.className = "alert";
     const cells = [g, stats.consumer_lag[g] ?? 0, (stats.consumer_pending || {})[g] ?? 0,
       ((behind[g] ?? 0) / 1000).toFixed(1), stuck.has(g) ? "yes" : "no", dead[g] ?? 0];
+    for (const v of cells) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+}
+
+// Webhooks: per endpoint, from the hooks instances' metrics (docs/monitor.md); absent without them.
+function renderHooks(hooks) {
+  const panel = document.getElementById("hooks-panel");
+  panel.hidden = !hooks;
+  if (!hooks) return;
+  text("hooks-instances", `(${hooks.instances} instance${hooks.instances === 1 ? "" : "s"})`);
+  const ms = (v) => (v === null || v === undefined ? "–" : v.toFixed(1));
+  document.querySelector("#hooks tbody").replaceChildren(...hooks.endpoints.map((e) => {
+    const tr = document.createElement("tr");
+    tr.dataset.endpoint = e.endpoint;
+    if (e.dead_letters > 0 || (e.failures_per_s > 0 && e.backlog > 0)) tr.className = "alert";
+    const cells = [e.endpoint, e.delivered, e.delivered_per_s.toFixed(1), e.failures,
+      e.failures_per_s.toFixed(1), ms(e.latency_ms.p50), ms(e.latency_ms.p99), e.backlog, e.dead_letters];
     for (const v of cells) {
       const td = document.createElement("td");
       td.textContent = v;
