@@ -210,6 +210,14 @@ async def test_a_retry_of_an_approved_send_gets_its_original_ack(
         new = await request(ann, {**frame, "id": "r2"})
         assert (new["type"], new["code"], new["message"]) == ("error", "forbidden", "no")
         assert await room_seq(redis_client, namespace, "main") == first["seq"]
+        # The hook is gone (connection refused): fail-closed for a new id, the original ack for
+        # the appended one.
+        await hook.stop()
+        gone = await request(ann, {**frame, "id": "r3"})
+        assert (gone["type"], gone["code"]) == ("error", "unavailable"), gone
+        again = await request(ann, dict(frame))
+        assert (again["type"], again["seq"], again["id"]) == ("ack", first["seq"], first["id"])
+        assert await room_seq(redis_client, namespace, "main") == first["seq"]
     finally:
         await close_all()
         await hook.stop()

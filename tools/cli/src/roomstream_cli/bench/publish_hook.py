@@ -7,7 +7,9 @@ hook and one with it (`ROOMSTREAM_PUBLISH_HOOK_URL`), creates one public room, a
 `--clients` sockets to each gateway. Then, in `--rounds` rounds that alternate which gateway goes
 first (so both see the same machine), every client sends `--per-round` messages one after the
 other (a closed loop: the next send after the previous ack) and each send → ack time is recorded.
-Prints p50 / p99 / mean per gateway and the hook's share (JSON with `--json`).
+Prints p50 / p99 / mean per gateway and the hook's share, and the CPU time per send of each
+gateway process (and of the hook endpoint) over its rounds, from /proc — a figure that a loaded
+machine skews less than latency (JSON with `--json`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from ..common import DEFAULT_REDIS_URL, env_redis_url, jwt_secret, stream_keys, user_token
 from ..rooms import create_room_direct
+from . import procstat
 
 ROOM = "hook-bench"
 
@@ -81,6 +84,8 @@ class Figures:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    gateway_cpu_us_per_send: float
+    """utime + stime of the gateway process during its rounds ÷ its sends."""
 
 
 @dataclass(slots=True)
@@ -93,6 +98,8 @@ class Result:
     hook_p50_ms: float
     """p50 with the hook − p50 without: what asking a local hook adds to one send."""
     hook_p99_ms: float
+    hook_endpoint_cpu_us_per_send: float
+    """CPU of the hook endpoint process (verify the signature, answer) per send."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,17 +123,18 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def figures(latencies: list[float], errors: int) -> Figures:
+def figures(latencies: list[float], errors: int, cpu_s: float) -> Figures:
     ms = [v * 1000 for v in latencies]
     if not ms:
         nan = float("nan")
-        return Figures(sends=0, errors=errors, p50_ms=nan, p99_ms=nan, mean_ms=nan)
+        return Figures(0, errors, nan, nan, nan, nan)
     return Figures(
         sends=len(ms),
         errors=errors,
         p50_ms=round(percentile(ms, 50), 3),
         p99_ms=round(percentile(ms, 99), 3),
         mean_ms=round(sum(ms) / len(ms), 3),
+        gateway_cpu_us_per_send=round(cpu_s * 1e6 / len(ms), 1),
     )
 
 
@@ -247,10 +255,16 @@ async def _bench(args: argparse.Namespace) -> int:
         await _round(plain + hooked, 5, [])  # warm-up: connections, caches
         results: dict[str, list[float]] = {"no_hook": [], "hook": []}
         errors = {"no_hook": 0, "hook": 0}
+        cpu = {"no_hook": 0.0, "hook": 0.0, "endpoint": 0.0}
         for r in range(args.rounds):
             order = [("no_hook", plain), ("hook", hooked)]
             for name, group in order if r % 2 == 0 else order[::-1]:
+                pid = gateways[name].pid
+                gw0, ep0 = procstat.cpu_seconds(pid), procstat.cpu_seconds(hook.pid)
                 errors[name] += await _round(group, args.per_round, results[name])
+                cpu[name] += procstat.cpu_seconds(pid) - gw0
+                if name == "hook":
+                    cpu["endpoint"] += procstat.cpu_seconds(hook.pid) - ep0
         _log(f"{args.rounds} rounds done")
     finally:
         for s in senders:
@@ -267,8 +281,8 @@ async def _bench(args: argparse.Namespace) -> int:
             await redis.delete(key)
         await redis.aclose()
 
-    no_hook = figures(results["no_hook"], errors["no_hook"])
-    with_hook = figures(results["hook"], errors["hook"])
+    no_hook = figures(results["no_hook"], errors["no_hook"], cpu["no_hook"])
+    with_hook = figures(results["hook"], errors["hook"], cpu["hook"])
     result = Result(
         clients_per_gateway=args.clients,
         sends_per_gateway=args.rounds * args.per_round * args.clients,
@@ -277,6 +291,7 @@ async def _bench(args: argparse.Namespace) -> int:
         hook=with_hook,
         hook_p50_ms=round(with_hook.p50_ms - no_hook.p50_ms, 3),
         hook_p99_ms=round(with_hook.p99_ms - no_hook.p99_ms, 3),
+        hook_endpoint_cpu_us_per_send=round(cpu["endpoint"] * 1e6 / max(1, with_hook.sends), 1),
     )
     if args.json:
         print(orjson.dumps(asdict(result), option=orjson.OPT_INDENT_2).decode())
@@ -288,7 +303,11 @@ async def _bench(args: argparse.Namespace) -> int:
         for label, f in (("no hook   ", no_hook), ("local hook", with_hook)):
             print(
                 f"  {label}: p50 {f.p50_ms:.3f} ms  p99 {f.p99_ms:.3f} ms  mean "
-                f"{f.mean_ms:.3f} ms  ({f.sends} acked, {f.errors} errors)"
+                f"{f.mean_ms:.3f} ms  gateway CPU {f.gateway_cpu_us_per_send:.0f} µs/send  "
+                f"({f.sends} acked, {f.errors} errors)"
             )
-        print(f"  the hook adds p50 {result.hook_p50_ms:+.3f} ms, p99 {result.hook_p99_ms:+.3f} ms")
+        print(
+            f"  the hook adds p50 {result.hook_p50_ms:+.3f} ms, p99 {result.hook_p99_ms:+.3f} ms; "
+            f"the hook endpoint's CPU {result.hook_endpoint_cpu_us_per_send:.0f} µs/send"
+        )
     return 0 if no_hook.errors == 0 and with_hook.errors == 0 else 1
