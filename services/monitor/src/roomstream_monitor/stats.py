@@ -218,9 +218,9 @@ class Collector:
             return None
 
     async def _scrape(self, node: str, address: str) -> latency.Buckets | None:
-        text = await self._scrape_text(node, address)
+        page = await self._scrape_text(node, address)
         try:
-            return None if text is None else latency.histogram_buckets(text)
+            return None if page is None else latency.histogram_buckets(page)
         except ValueError as exc:
             self.metrics.errors.add(1, {"kind": "scrape"})
             log.debug("parsing the metrics of %s failed: %s", node, exc)
@@ -232,11 +232,11 @@ class Collector:
         targets = [(n, a) for n, a in targets if a]
         texts = await asyncio.gather(*(self._scrape_text(n, a) for n, a in targets))
         pages: dict[str, hookstats.Page] = {}
-        for (node, _), text in zip(targets, texts, strict=True):
-            if text is None:
+        for (node, _), page in zip(targets, texts, strict=True):
+            if page is None:
                 continue
             try:
-                pages[node] = hookstats.parse_page(text)
+                pages[node] = hookstats.parse_page(page)
             except ValueError as exc:
                 self.metrics.errors.add(1, {"kind": "scrape"})
                 log.debug("parsing the metrics of %s failed: %s", node, exc)

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,15 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import httpx
 import orjson
 import redis.asyncio as aioredis
 from roomstream_kit.signing import new_secret
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..common import DEFAULT_REDIS_URL, env_redis_url, jwt_secret, stream_keys, user_token
+from ..common import DEFAULT_REDIS_URL, env_redis_url, jwt_secret, stream_keys, token
 from ..rooms import create_room_direct
 from . import procstat
+from .local import free_port, wait_http
 
 ROOM = "hook-bench"
 
@@ -53,7 +52,7 @@ async def hook(request):
         return JSONResponse({"action": "replace", "text": json.loads(body)["text"].upper()})
     return JSONResponse({"action": "allow"})
 async def ok(request):
-    return Response(status_code=204)
+    return Response(status_code=200)
 app = Starlette(routes=[Route("/hook", hook, methods=["POST"]), Route("/ok", ok)])
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 """
@@ -110,12 +109,6 @@ def _log(line: str) -> None:
     print(f"bench publish-hook: {line}", file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(values: list[float], p: float) -> float:
     """The `p`-th percentile (nearest rank) of `values` (not empty)."""
     ordered = sorted(values)
@@ -136,19 +129,6 @@ def figures(latencies: list[float], errors: int, cpu_s: float) -> Figures:
         mean_ms=round(sum(ms) / len(ms), 3),
         gateway_cpu_us_per_send=round(cpu_s * 1e6 / len(ms), 1),
     )
-
-
-async def _wait_ready(url: str, proc: subprocess.Popen[bytes], deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    async with httpx.AsyncClient(timeout=1) as http:
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{url}: the process exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(url)).status_code in (200, 204):
-                    return
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 class Sender:
@@ -182,7 +162,9 @@ async def _senders(url: str, prefix: str, n: int) -> list[Sender]:
     for i in range(n):
         user = f"{prefix}-u{i}"
         ws = await connect(
-            url, additional_headers={"Authorization": f"Bearer {user_token(user)}"}, max_size=None
+            url,
+            additional_headers={"Authorization": f"Bearer {token(user, ttl_s=24 * 3600)}"},
+            max_size=None,
         )
         welcome = orjson.loads(await asyncio.wait_for(ws.recv(), 30))
         assert welcome["type"] == "welcome", welcome
@@ -212,7 +194,7 @@ async def _round(senders: list[Sender], per_round: int, into: list[float]) -> in
 async def _bench(args: argparse.Namespace) -> int:
     namespace = f"hookbench{uuid.uuid4().hex[:8]}"
     secret = new_secret()
-    hook_port, plain_port, hooked_port = _free_port(), _free_port(), _free_port()
+    hook_port, plain_port, hooked_port = free_port(), free_port(), free_port()
     base = {
         **os.environ,
         "REDIS_URL": args.redis_url,
@@ -239,7 +221,7 @@ async def _bench(args: argparse.Namespace) -> int:
     senders: list[Sender] = []
     try:
         hook = start([sys.executable, "-c", HOOK, secret, str(hook_port), args.action], base)
-        await _wait_ready(f"http://127.0.0.1:{hook_port}/ok", hook)
+        await wait_http(f"http://127.0.0.1:{hook_port}/ok", proc=hook)
         gateways = {}
         for name, port, extra in (
             ("no_hook", plain_port, {}),
@@ -247,7 +229,7 @@ async def _bench(args: argparse.Namespace) -> int:
         ):
             env = {**base, **extra, "ROOMSTREAM_PORT": str(port), "ROOMSTREAM_NODE_ID": name}
             gateways[name] = start([sys.executable, "-m", "roomstream_gateway"], env)
-            await _wait_ready(f"http://127.0.0.1:{port}/readyz", gateways[name])
+            await wait_http(f"http://127.0.0.1:{port}/readyz", proc=gateways[name])
         await create_room_direct(redis, stream_keys(namespace), ROOM, ROOM)
         plain = await _senders(f"ws://127.0.0.1:{plain_port}/ws", "plain", args.clients)
         hooked = await _senders(f"ws://127.0.0.1:{hooked_port}/ws", "hooked", args.clients)
