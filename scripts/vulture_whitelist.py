@@ -13,6 +13,7 @@ _ = object()
 # -- framework-called ------------------------------------------------------------------------
 _.model_config  # pydantic settings of every model
 _._id, _._url, _._secret, _._kinds  # pydantic field validators (roomstream_hooks.model)
+_._publish_hook_complete  # pydantic model validator (gateway settings)
 _.expires_in  # a pydantic field of RefreshFrame, serialized to clients
 _.media_type  # starlette.responses.Response class attribute (kit JSONResponse)
 _.exc_text  # logging.LogRecord attribute, cleared by the kit's log filter
@@ -28,6 +29,7 @@ _.connects, _.resent  # roomstream_client.Stats counters
 _.fatal, _.wait_connected  # roomstream_client.Client
 _.NORMAL  # roomstream_contracts.errors.CloseCode: the protocol's close codes, all of them
 _.received_deliveries  # a field of `roomstream bench --json`'s result
+_.clients_per_gateway  # a field of `roomstream bench publish-hook --json`'s result
 _.leading  # roomstream_hooks.leader.Leader: whether this instance leads (for observers)
 
 # -- doubtful, left to their owners ---------------------------------------------------------
