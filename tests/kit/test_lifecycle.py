@@ -233,6 +233,32 @@ async def test_routes_are_declared_before_the_lifespan_runs() -> None:
     assert not _matches(app, "/nothing")
 
 
+def test_every_service_declares_its_api_routes_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The real services: their API routes are in the table before any lifespan."""
+    from roomstream_history.app import create_app as history_app
+    from roomstream_history.settings import HistorySettings
+    from roomstream_hooks.app import create_app as hooks_app
+    from roomstream_hooks.settings import HooksSettings
+    from roomstream_monitor.app import create_app as monitor_app
+    from roomstream_monitor.settings import MonitorSettings
+    from roomstream_rooms.app import create_app as rooms_app
+    from roomstream_rooms.settings import RoomsSettings
+
+    monkeypatch.setenv("ROOMSTREAM_HOOKS_ENDPOINTS", "")
+    apps = {
+        "/rooms/r1/members": rooms_app(RoomsSettings()),
+        "/users/u1/rooms": rooms_app(RoomsSettings()),
+        "/rooms/r1/messages": history_app(HistorySettings()),
+        "/endpoints": hooks_app(HooksSettings()),
+        "/api/stats": monitor_app(MonitorSettings()),
+    }
+    for path, app in apps.items():
+        assert _matches(app, path), path
+        assert _matches(app, "/readyz"), path
+
+
 async def test_readiness_follows_a_redis_that_dies_and_comes_back(own_redis: OwnRedis) -> None:
     errors = Recorder()
 
