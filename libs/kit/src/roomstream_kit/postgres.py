@@ -11,9 +11,12 @@ import contextlib
 import logging
 import zlib
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +130,19 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float = 3.0) -> None:
 
     if not await bounded(pool.close(), timeout_s, "postgres close"):
         pool.terminate()
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Readiness: Postgres answers a query through the pool."""
+    await pool.fetchval("SELECT 1")
+
+
+async def open_on(
+    life: Lifecycle, dsn: str, service: str, migrations: str, **options: Any
+) -> asyncpg.Pool:
+    """`open_database` for a service's lifecycle: its close is a shutdown step and its `ping`
+    the `postgres` readiness check."""
+    pool = await open_database(dsn, service, migrations, **options)
+    life.on_stop("postgres close", lambda: close_pool(pool), 4.0)
+    life.check("postgres", lambda: ping(pool))
+    return pool

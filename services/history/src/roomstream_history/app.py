@@ -16,8 +16,8 @@ from roomstream_kit.auth import service_token
 from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import close_pool, open_database
-from roomstream_kit.redis import AnyRedis, connect
+from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
 from roomstream_kit.retry import always, retry
 from roomstream_kit.service import service_app
 from roomstream_kit.telemetry import flush_spans
@@ -30,7 +30,7 @@ from .metrics import HistoryMetrics
 from .persist import Persister
 from .retention import HistoryPurger, StreamTrimmer
 from .settings import HistorySettings
-from .store import HistoryStore, ping
+from .store import HistoryStore
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,11 @@ class HistoryService:
         s = self.settings
         life = self.life = life or self.life
         life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
-        life.on_stop("redis close", self.redis.aclose, 2.0)
-        pool = self.pool = await open_database(
-            s.database_url, "history", MIGRATIONS, max_size=s.pg_pool_size
+        on_lifecycle(life, self.redis)
+        pool = self.pool = await open_on(
+            life, s.database_url, "history", MIGRATIONS, max_size=s.pg_pool_size
         )
-        life.on_stop("postgres close", lambda: close_pool(pool), 4.0)
         life.on_stop("http close", self.http.aclose, 2.0)
-        life.check("redis", self.ready_redis)
-        life.check("postgres", self.ready_postgres)
         life.check("consumer", self.consumer_progress)  # 503 while a batch is stuck
         self.store = HistoryStore(pool)
         self.cache = LatestCache(self.redis, s.keys, s.latest_cache_ttl_s)

@@ -12,8 +12,8 @@ import asyncpg
 from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import close_pool, open_database
-from roomstream_kit.redis import AnyRedis, connect
+from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
 from roomstream_kit.retry import always, retry
 from roomstream_kit.service import service_app
 from roomstream_kit.shutdown import bounded, cancel_and_wait
@@ -27,7 +27,7 @@ from .leader import CONSUMER, Leadership
 from .metrics import HooksMetrics
 from .model import parse_env_endpoints
 from .settings import HooksSettings
-from .store import HooksStore, ping
+from .store import HooksStore
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,10 @@ class HooksService:
         s = self.settings
         life = self.life = life or self.life
         life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
-        life.on_stop("redis close", self.redis.aclose, 2.0)
-        pool = self.pool = await open_database(
-            s.database_url, "hooks", MIGRATIONS, max_size=s.pg_pool_size
+        on_lifecycle(life, self.redis)
+        pool = self.pool = await open_on(
+            life, s.database_url, "hooks", MIGRATIONS, max_size=s.pg_pool_size
         )
-        life.on_stop("postgres close", lambda: close_pool(pool), 4.0)
-        life.check("redis", self.ready_redis)
-        life.check("postgres", self.ready_postgres)
         life.check("consumer", self.consumer_progress)
         self.store = HooksStore(pool)
         for spec in self.env_endpoints:

@@ -15,7 +15,7 @@ from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.redis import connect, redis_unavailable
+from roomstream_kit.redis import connect, on_lifecycle, redis_unavailable
 from roomstream_kit.retry import retry
 from roomstream_kit.service import service_app
 from starlette.applications import Starlette
@@ -39,8 +39,7 @@ def create_app(settings: MonitorSettings) -> Starlette:
     metrics = MonitorMetrics()
 
     async def start(life: Lifecycle) -> dict[str, Any]:
-        redis = connect(settings)
-        life.on_stop("redis close", redis.aclose, 2.0)
+        redis = on_lifecycle(life, connect(settings))
         registry = Registry(redis, settings.keys)
         detector = DeadNodeDetector(
             registry,
@@ -70,7 +69,6 @@ def create_app(settings: MonitorSettings) -> Starlette:
         )
         life.on_stop("heartbeat deregister", heartbeat.deregister, 3.0)
         life.on_stop("consumer stop", consumer.stop, 11.0)
-        life.check("redis", redis.ping)
         life.check("consumer", consumer.consumer_progress)  # 503 while a batch is stuck
         life.spawn("heartbeat", heartbeat.run)
         life.spawn("stats", collector.run)

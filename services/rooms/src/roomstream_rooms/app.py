@@ -12,8 +12,8 @@ from roomstream_kit.eventlog import EventLog
 from roomstream_kit.lag import consumer_lag
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import close_pool, open_database
-from roomstream_kit.redis import connect
+from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.redis import connect, on_lifecycle
 from roomstream_kit.service import service_app
 from starlette.applications import Starlette
 
@@ -40,21 +40,13 @@ def create_app(settings: RoomsSettings) -> Starlette:
     metrics = RoomsMetrics()
 
     async def start(life: Lifecycle) -> dict[str, Any]:
-        pool = await open_database(settings.database_url, "rooms", MIGRATIONS, wait=False)
-        life.on_stop("postgres close", lambda: close_pool(pool, 3.0), 4.0)
-        redis = connect(settings)
-        life.on_stop("redis close", redis.aclose, 2.0)
-
-        async def postgres_ready() -> None:
-            async with pool.acquire() as conn:
-                await conn.fetchval("SELECT 1")
+        pool = await open_on(life, settings.database_url, "rooms", MIGRATIONS, wait=False)
+        redis = on_lifecycle(life, connect(settings))
 
         async def dependencies() -> None:
             await redis.ping()
-            await postgres_ready()
+            await ping(pool)
 
-        life.check("redis", redis.ping)
-        life.check("postgres", postgres_ready)
         eventlog = EventLog.from_settings(redis, settings)
         read_models = ReadModels(redis, settings.keys)
         applied = AppliedSeqs(pool)
