@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -290,6 +292,30 @@ async def test_readiness_follows_a_redis_that_dies_and_comes_back(own_redis: Own
         assert (await http.get("/nothing")).status_code == 404
     codes = [attrs["code"] for _, attrs in errors.added]
     assert codes == ["unavailable", "forbidden", "internal", "not_found"]
+
+
+async def test_a_check_that_hangs_is_bounded(own_redis: OwnRedis) -> None:
+    """A Redis that stops answering (SIGSTOP, no socket timeout on the client): `/readyz` still
+    answers, 503, instead of hanging with it."""
+
+    async def start(life: Lifecycle) -> dict[str, Any]:
+        redis = Redis.from_url(own_redis.url)  # no socket timeout: a PING would wait forever
+        life.on_stop("redis close", redis.aclose, 1.0)
+        life.check("redis", redis.ping)
+        return {"redis": redis}
+
+    app = service_app("test", routes=[], start=start)
+    assert own_redis.proc is not None
+    async with running(app) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        os.kill(own_redis.proc.pid, signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(BOUND_S):
+                r = await http.get("/readyz", timeout=BOUND_S)
+        finally:
+            os.kill(own_redis.proc.pid, signal.SIGCONT)
+        assert r.status_code == 503
+        assert r.json()["failed"] == ["redis: TimeoutError()"]
 
 
 async def test_readyz_before_the_lifespan_is_503() -> None:
