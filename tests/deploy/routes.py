@@ -5,9 +5,9 @@
 (`roomstream_gateway.http.HttpRoutes`) — and answers "does `kind` serve GET `path`" from the app's
 own route table (a full match: path and method) or, for the gateway, from what its router does
 with that request. Building does no I/O (clients connect when used), so no server is needed. The
-lifespan is not entered: routes that rooms and history add there (their APIs) are not seen, and
-none of them is a path the deployment files name (those are the kit's `health_routes`, declared
-at construction).
+lifespan is not entered, and need not be: every service declares all its routes at construction
+(`roomstream_kit.service.service_app`), its API as well as the kit's `/healthz`, `/readyz` and
+`/metrics`.
 """
 
 from __future__ import annotations

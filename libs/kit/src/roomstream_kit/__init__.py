@@ -8,5 +8,9 @@
 - `postgres`: asyncpg pool and migrations;
 - `http`: Starlette helpers: error bodies, bearer auth, health / readiness / metrics routes;
 - `telemetry`: OpenTelemetry metrics (Prometheus text), traces and JSON logs;
-- `node`: heartbeat record of a running process.
+- `node`: heartbeat record of a running process;
+- `lifecycle`: one process life: supervised background tasks, readiness checks, bounded stop;
+- `service`: the Starlette app of every HTTP service, built on a `Lifecycle`;
+- `retry`: the one retry / backoff helper;
+- `lag`: consumer-group lag and pending from `XINFO GROUPS`.
 """

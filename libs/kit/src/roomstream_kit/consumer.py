@@ -57,6 +57,7 @@ from .deadletters import dead_letter_record
 from .failures import describe, is_data_error, is_transient
 from .logs import tame_faststream_logging
 from .redis import REDIS_DOWN_ERRORS, AnyRedis, text
+from .retry import Backoff, retry
 from .settings import CommonSettings
 from .telemetry import meter
 
@@ -153,6 +154,10 @@ class _Instruments:
 @cache
 def _instruments() -> _Instruments:
     return _Instruments()
+
+
+def _redis_down(exc: BaseException) -> bool:
+    return isinstance(exc, REDIS_DOWN_ERRORS)
 
 
 async def _raw_parser(message: Any) -> StreamMessage[Any]:
@@ -293,7 +298,7 @@ class LogConsumer:
 
     async def _process(self, stream: str, entries: Sequence[LogEntry], token: object) -> None:
         """Handle `entries`, isolating and dead-lettering any entry that can never succeed."""
-        delay = 0.1
+        backoff = Backoff(0.1, self.max_backoff_s)
         attempts = 0
         while True:
             try:
@@ -326,6 +331,7 @@ class LogConsumer:
                         stream, entry.entry_id, entry.fields, describe(failure), entry, failure
                     )
                     return
+            delay = backoff.next_delay()
             log.warning(
                 "handler failed on %d entries of %s (%s); retrying in %.1fs",
                 len(entries),
@@ -335,7 +341,6 @@ class LogConsumer:
                 extra={"group": self.group, "transient": transient},
             )
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.max_backoff_s)
 
     async def _dependencies_up(self) -> bool:
         """Whether this service's dependencies answer (then a failure is the entry's own)."""
@@ -358,48 +363,38 @@ class LogConsumer:
     ) -> None:
         """Record one entry in its shard's dead-letter stream, count it and acknowledge it (one
         step), after the service's hook; retried while Redis (or the hook's store) is away."""
-        delay = 0.1
         if entry is not None and self.on_dead_letter is not None:
-            while True:
-                try:
-                    await self.on_dead_letter(entry, exc or RuntimeError(error))
-                    break
-                except asyncio.CancelledError:
+            hook = self.on_dead_letter
+            try:
+                await self._retry(
+                    lambda: hook(entry, exc or RuntimeError(error)),
+                    "dead-letter hook",
+                    is_transient,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as hook_exc:
+                if self._stopping:
                     raise
-                except Exception as hook_exc:
-                    if self._stopping:
-                        raise
-                    if not is_transient(hook_exc):
-                        log.error(
-                            "dead-letter hook failed on %s %s: %s",
-                            stream,
-                            entry_id,
-                            describe(hook_exc),
-                        )
-                        break
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.max_backoff_s)
+                log.error(
+                    "dead-letter hook failed on %s %s: %s", stream, entry_id, describe(hook_exc)
+                )
         dead_key, count_key = self._dead_keys[stream]
         record = dead_letter_record(
             stream, entry_id, self.group, self.consumer, fields, error, now_ms()
         )
-        delay = 0.1
-        while True:
-            try:
-                # One transaction on a single server (the keys share the shard's hash tag); a
-                # cluster pipeline sends them in order (at least once).
-                transaction = not isinstance(self.redis, RedisCluster)
-                async with self.redis.pipeline(transaction=transaction) as pipe:
-                    pipe.xadd(dead_key, record, maxlen=DEFAULT_DEAD_LETTER_MAXLEN, approximate=True)
-                    pipe.hincrby(count_key, self.group, 1)
-                    pipe.xack(stream, self.group, entry_id)
-                    await pipe.execute()
-                break
-            except REDIS_DOWN_ERRORS:
-                if self._stopping:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+
+        async def record_and_ack() -> None:
+            # One transaction on a single server (the keys share the shard's hash tag); a
+            # cluster pipeline sends them in order (at least once).
+            transaction = not isinstance(self.redis, RedisCluster)
+            async with self.redis.pipeline(transaction=transaction) as pipe:
+                pipe.xadd(dead_key, record, maxlen=DEFAULT_DEAD_LETTER_MAXLEN, approximate=True)
+                pipe.hincrby(count_key, self.group, 1)
+                pipe.xack(stream, self.group, entry_id)
+                await pipe.execute()
+
+        await self._retry(record_and_ack, "dead-letter record", _redis_down)
         self._instruments.dead_letters.add(1, {"group": self.group})
         log.error(
             "dead-lettered log entry %s %s of group %s: %s",
@@ -430,16 +425,22 @@ class LogConsumer:
             raise RuntimeError(reason)
 
     async def _ack(self, stream: str, ids: Sequence[bytes | str]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.redis.xack(stream, self.group, *ids)
-                return
-            except REDIS_DOWN_ERRORS:
-                if self._stopping:
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+        await self._retry(lambda: self.redis.xack(stream, self.group, *ids), "ack", _redis_down)
+
+    async def _retry(
+        self, op: Callable[[], Awaitable[Any]], what: str, retry_if: Callable[[BaseException], bool]
+    ) -> Any:
+        """`op` retried with this consumer's backoff while `retry_if` accepts its failure, until
+        the consumer stops (`roomstream_kit.retry`)."""
+        return await retry(
+            op,
+            what=f"consumer {self.group}: {what}",
+            retry_if=retry_if,
+            initial_s=0.1,
+            max_s=self.max_backoff_s,
+            stop_if=lambda: self._stopping,
+            logger=log,
+        )
 
     async def ensure_groups(self) -> None:
         """Create the consumer group on every shard from the log's beginning (id 0)."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from opentelemetry.metrics import Counter
 from pydantic import ValidationError
 from redis.exceptions import RedisClusterException, RedisError
 from roomstream_contracts.codec import describe_validation_error
@@ -20,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .auth import AuthError, KeysUnavailable, TokenVerifier
 from .redis import REDIS_DOWN_ERRORS, redis_unavailable
@@ -169,19 +171,26 @@ async def authenticate(request: Request, verifier: TokenVerifier) -> TokenClaims
 ReadinessCheck = Callable[[], Awaitable[None]]
 
 
-def health_routes(readiness: list[ReadinessCheck]) -> list[Route]:
-    """`/healthz` (process alive), `/readyz` (every readiness check passes), `/metrics`."""
+def health_routes(readiness: list[ReadinessCheck] | None = None) -> list[Route]:
+    """`/healthz` (process alive), `/readyz` (every readiness check passes), `/metrics`.
+
+    Without `readiness`, `/readyz` asks the process's `Lifecycle` (the lifespan state's
+    `lifecycle`, see `roomstream_kit.service`): its dead tasks and declared checks."""
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        failed = []
-        for check in readiness:
-            try:
-                await check()
-            except Exception as exc:
-                failed.append(f"{getattr(check, '__name__', 'check')}: {exc!s}"[:200])
+        if readiness is None:
+            life = getattr(request.state, "lifecycle", None)
+            failed = ["not started"] if life is None else await life.problems()
+        else:
+            failed = []
+            for check in readiness:
+                try:
+                    await check()
+                except Exception as exc:
+                    failed.append(f"{getattr(check, '__name__', 'check')}: {exc!s}"[:200])
         if failed:
             return JSONResponse({"status": "unavailable", "failed": failed}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -195,3 +204,54 @@ def health_routes(readiness: list[ReadinessCheck]) -> list[Route]:
         Route("/readyz", readyz),
         Route("/metrics", metrics),
     ]
+
+
+class ErrorCounting:
+    """ASGI middleware: counts every error answer of the API (status >= 400 with an
+    `{"error": {"code"}}` body) in `counter`, labelled with its `code`; an exception that
+    escapes the app (answered 500 by the outermost handler) counts as `internal`. `/readyz`'s
+    503 is a health answer, not an API error: not counted. The one error counter of every
+    service API."""
+
+    def __init__(self, app: ASGIApp, counter: Counter) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        body = bytearray()
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and status >= 400:
+                if len(body) < _ERROR_BODY_MAX:
+                    body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    code = _error_code(bytes(body))
+                    if code is not None:
+                        self.counter.add(1, {"code": code})
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if status == 0:
+                self.counter.add(1, {"code": ErrorCode.INTERNAL.value})
+            raise
+
+
+_ERROR_BODY_MAX = 4096
+
+
+def _error_code(body: bytes) -> str | None:
+    """The `error.code` of an error body, None when it is not one."""
+    try:
+        code = orjson.loads(body)["error"]["code"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return str(code)

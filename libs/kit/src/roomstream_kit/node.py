@@ -126,18 +126,32 @@ class Heartbeat:
             pipe.zadd(self.keys.nodes(), {self.node: now})
             await pipe.execute()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Beat every `interval_s` until cancelled. No failure ends the loop: a Redis outage is
+        a warning, anything else is logged with its traceback, and the next beat is tried."""
         while True:
             try:
                 await self.beat()
+            except asyncio.CancelledError:
+                raise
             except Exception as exc:
-                if not redis_unavailable(exc):
-                    raise
-                log.warning("heartbeat failed: %s", exc)
+                if redis_unavailable(exc):
+                    log.warning("heartbeat failed: %s", exc)
+                else:
+                    log.exception("heartbeat failed")
             await asyncio.sleep(self.interval_s)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"heartbeat-{self.node}")
+        """Beat in a task of its own (processes without a `Lifecycle` to supervise it)."""
+        self._task = asyncio.create_task(self.run(), name=f"heartbeat-{self.node}")
+
+    async def deregister(self) -> None:
+        """Remove the node record: a clean stop, not a failure (Redis away: left to expire)."""
+        with contextlib.suppress(*REDIS_DOWN_ERRORS):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.keys.node(self.node))
+                pipe.zrem(self.keys.nodes(), self.node)
+                await pipe.execute()
 
     async def stop(self, *, deregister: bool = True) -> None:
         """Stop beating; with `deregister`, remove the record (a clean shutdown, not a failure)."""
@@ -146,11 +160,7 @@ class Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if deregister:
-            with contextlib.suppress(*REDIS_DOWN_ERRORS):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.delete(self.keys.node(self.node))
-                    pipe.zrem(self.keys.nodes(), self.node)
-                    await pipe.execute()
+            await self.deregister()
 
 
 def node_started_envelope(node: str, kind: str, incarnation: int) -> Envelope:

@@ -11,9 +11,12 @@ import contextlib
 import logging
 import zlib
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +88,61 @@ async def migrate(pool: asyncpg.Pool, service: str, package: str) -> list[str]:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", lock)
     return applied_now
+
+
+POSTGRES_DOWN_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+)
+"""Errors that mean Postgres is unreachable or not accepting connections yet."""
+
+
+def postgres_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, POSTGRES_DOWN_ERRORS)
+
+
+async def open_database(
+    dsn: str, service: str, migrations: str, *, wait: bool = True, **options: Any
+) -> asyncpg.Pool:
+    """The service's pool with its migrations applied (the database created if missing); with
+    `wait`, retried with backoff while Postgres is unreachable (`roomstream_kit.retry`)."""
+    from .retry import retry
+
+    async def attempt() -> asyncpg.Pool:
+        await ensure_database(dsn)
+        pool = await create_pool(dsn, **options)
+        try:
+            await migrate(pool, service, migrations)
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
+
+    if not wait:
+        return await attempt()
+    return await retry(attempt, what="postgres", retry_if=postgres_unavailable, logger=log)
+
+
+async def close_pool(pool: asyncpg.Pool, timeout_s: float = 3.0) -> None:
+    """Close the pool, bounded: connections still busy past `timeout_s` are terminated."""
+    from .shutdown import bounded
+
+    if not await bounded(pool.close(), timeout_s, "postgres close"):
+        pool.terminate()
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    """Readiness: Postgres answers a query through the pool."""
+    await pool.fetchval("SELECT 1")
+
+
+async def open_on(
+    life: Lifecycle, dsn: str, service: str, migrations: str, **options: Any
+) -> asyncpg.Pool:
+    """`open_database` for a service's lifecycle: its close is a shutdown step and its `ping`
+    the `postgres` readiness check."""
+    pool = await open_database(dsn, service, migrations, **options)
+    life.on_stop("postgres close", lambda: close_pool(pool), 4.0)
+    life.check("postgres", lambda: ping(pool))
+    return pool

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -26,6 +26,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from .settings import CommonSettings
+
+if TYPE_CHECKING:
+    from .lifecycle import Lifecycle
 
 AnyRedis: TypeAlias = "Redis | RedisCluster"
 
@@ -164,3 +167,11 @@ def same_slot_groups(redis: AnyRedis, keys: Iterable[str]) -> list[list[str]]:
     for key in keys:
         groups.setdefault(key_slot(key.encode()), []).append(key)
     return list(groups.values())
+
+
+def on_lifecycle(life: Lifecycle, redis: AnyRedis, name: str = "redis") -> AnyRedis:
+    """A client opened for a service's lifecycle: its close is a shutdown step and its PING
+    the `name` readiness check."""
+    life.on_stop(f"{name} close", redis.aclose, 2.0)
+    life.check(name, redis.ping)
+    return redis

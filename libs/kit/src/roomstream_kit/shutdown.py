@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -91,3 +91,21 @@ async def cancel_and_wait(
             ", ".join(_await_chain(t) for t in still),
         )
     return not still
+
+
+async def bounded(step: Awaitable[Any], timeout_s: float, what: str) -> bool:
+    """Run one shutdown step for at most `timeout_s`; False (logged) if it failed or did not end
+    in time (then it is cancelled and left behind, like `cancel_and_wait`): SIGTERM must end."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        log.warning("shutdown: %s did not finish within %.1f s", what, timeout_s)
+        return False
+    if task.cancelled():
+        return False
+    exc = task.exception()
+    if exc is not None:
+        log.warning("shutdown: %s failed: %s", what, exc)
+        return False
+    return True

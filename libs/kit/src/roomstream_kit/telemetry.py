@@ -200,6 +200,14 @@ def shutdown_telemetry() -> None:
         _provider.shutdown()
 
 
+async def flush_spans() -> None:
+    """Export the spans not exported yet (a shutdown step: uvicorn may end the process right
+    after the lifespan, before atexit hooks run)."""
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if flush is not None:
+        flush()
+
+
 def meter(name: str) -> metrics.Meter:
     return metrics.get_meter(name)
 

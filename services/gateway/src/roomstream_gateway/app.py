@@ -30,10 +30,12 @@ from roomstream_kit.auth import (
     service_token,
 )
 from roomstream_kit.eventlog import EventLog
+from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.logs import setup_logging
 from roomstream_kit.node import Heartbeat, node_started_envelope
 from roomstream_kit.redis import redis_unavailable
-from roomstream_kit.shutdown import arm_shutdown_deadline, cancel_and_wait
+from roomstream_kit.retry import Backoff, retry
+from roomstream_kit.shutdown import arm_shutdown_deadline, bounded
 from roomstream_kit.telemetry import setup_telemetry
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -131,9 +133,11 @@ class Gateway:
         )
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.essential: dict[str, asyncio.Task[Any]] = {}
-        """Background tasks without which the gateway does not work (the tail, the heartbeat):
-        `/readyz` answers 503 once one of them has ended."""
+        self.life = Lifecycle("gateway", task_stop_s=BACKGROUND_STOP_S)
+        """The kit's lifecycle (docs/architecture.md): the tail and the heartbeat supervised
+        (a crash is logged, counted and restarted with backoff; `/readyz` is 503 meanwhile),
+        the Redis check, the bounded stop."""
+        self.life.check("redis", self._redis_ready)
         self.server: Server | None = None
         self._rate_mark: tuple[float, int] = (0.0, 0)
         self._unsent: deque[Envelope] = deque()
@@ -144,48 +148,29 @@ class Gateway:
     # -- health and stats ---------------------------------------------------------------------
 
     async def ready(self) -> str | None:
-        """Why this gateway is not ready (`/readyz` 503), or None."""
-        for name, task in self.essential.items():
-            if task.done():
-                return f"{name} task is not running"
+        """Why this gateway is not ready (`/readyz` 503), or None: the lifecycle's first problem
+        (a supervised task that is down, then its checks)."""
+        problems = await self.life.problems()
+        return problems[0] if problems else None
+
+    async def _redis_ready(self) -> None:
         try:
             if await asyncio.wait_for(self.redis.ping(), 2.0):
-                return None
+                return
         except Exception as exc:  # TimeoutError is an OSError; LOADING / BUSY replies too
             if not redis_unavailable(exc):
                 raise
-        return "redis does not answer"
+        raise RuntimeError("redis does not answer")
+
+    @property
+    def essential(self) -> dict[str, asyncio.Task[None]]:
+        """The supervised background tasks (the tail, the heartbeat), by name."""
+        return {name: sup.task for name, sup in self.life.tasks.items()}
 
     def start_background(self) -> None:
-        """Start the essential background tasks (the tail must have sought its start first)."""
-        for name, coro in (("tail", self.tail.run()), ("heartbeat", self._heartbeat())):
-            task = asyncio.create_task(coro, name=name)
-            task.add_done_callback(self._essential_done)
-            self.essential[name] = task
-
-    def _essential_done(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        log.critical(
-            "essential task %s ended: the gateway is not ready any more",
-            task.get_name(),
-            exc_info=exc,
-        )
-
-    async def _heartbeat(self) -> None:
-        """The node record, every interval; no error ends the loop (the kit's own loop stops
-        on anything but a Redis outage)."""
-        interval = self.settings.heartbeat_interval_s
-        while True:
-            try:
-                await self.heartbeat.beat()
-            except Exception as exc:
-                if redis_unavailable(exc):
-                    log.warning("heartbeat failed: %s", exc)
-                else:
-                    log.exception("heartbeat failed")
-            await asyncio.sleep(interval)
+        """Start the supervised background tasks (the tail must have sought its start first)."""
+        self.life.spawn("tail", self.tail.run)
+        self.life.spawn("heartbeat", self.heartbeat.run)
 
     def _stats(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -400,18 +385,19 @@ class Gateway:
         """Claim this process's incarnation and append `node_started` before accepting sockets:
         the rooms service retires the connections of the previous process of this node id (a
         crash) at once. Retried while Redis is unavailable (nothing can be served without it)."""
-        delay = 0.1
-        while True:
-            try:
-                incarnation = await self.heartbeat.register()
-                await self.eventlog.append(node_started_envelope(self.node, "gateway", incarnation))
-                return
-            except Exception as exc:
-                if not redis_unavailable(exc):
-                    raise
-                log.warning("cannot register the node yet: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+
+        async def register() -> None:
+            incarnation = await self.heartbeat.register()
+            await self.eventlog.append(node_started_envelope(self.node, "gateway", incarnation))
+
+        await retry(
+            register,
+            what="node registration",
+            retry_if=redis_unavailable,
+            initial_s=0.1,
+            max_s=2.0,
+            logger=log,
+        )
 
     async def _disconnected(self, session: Session) -> None:
         conn = session.conn
@@ -432,18 +418,17 @@ class Gateway:
     async def _flush_unsent(self) -> None:
         """Append the `disconnected` events that failed, oldest first, backing off while Redis
         is unavailable (one task for all of them, however many sockets closed meanwhile)."""
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         while self._unsent:
             try:
                 await self.eventlog.append(self._unsent[0])
             except Exception as exc:
                 if redis_unavailable(exc):
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                    await asyncio.sleep(backoff.next_delay())
                     continue
                 log.exception("dropping an unsendable disconnected event")
             self._unsent.popleft()
-            delay = 0.2
+            backoff.reset()
         log.info("appended the disconnected events held during the redis outage")
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -503,9 +488,7 @@ class Gateway:
         await self.stop_background()
         # Removing the node record is a courtesy (the monitor notices a missing heartbeat
         # anyway): a Redis that does not answer must not hold the stop.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DEREGISTER_TIMEOUT_S):
-                await self.heartbeat.stop(deregister=True)
+        await bounded(self.heartbeat.deregister(), DEREGISTER_TIMEOUT_S, "deregister")
         await self.upstream.aclose()
         await self.commands.aclose()
         if self.pipe is not None:
@@ -517,7 +500,7 @@ class Gateway:
         """Stop the tail and the heartbeat loop, bounded: a task that swallows its cancellation
         (a library's `wait_for` on Python 3.11) cannot hold the stop."""
         self.tail.stop()
-        await cancel_and_wait(self.essential.values(), BACKGROUND_STOP_S, "background tasks")
+        await self.life.stop_tasks()
 
 
 def _url_host(host: str) -> str:

@@ -10,8 +10,9 @@ from roomstream_contracts.errors import ErrorCode, ProtocolError
 from roomstream_contracts.ids import is_room_id
 from roomstream_contracts.tokens import TokenClaims
 from roomstream_kit.auth import TokenVerifier, redis_cutoff
-from roomstream_kit.http import JSONResponse, authenticate, exception_handlers
+from roomstream_kit.http import JSONResponse, authenticate
 from roomstream_kit.redis import AnyRedis
+from roomstream_kit.service import on_state
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -44,10 +45,12 @@ class HistoryApi:
         self.verifier = TokenVerifier(settings)
         self.verifier.cutoff = redis_cutoff(redis, self.keys)  # revoked tokens: 401
 
-    def routes(self) -> list[Route]:
+    @classmethod
+    def routes(cls) -> list[Route]:
+        """Declared once, at construction; each endpoint runs on `request.state.history_api`."""
         return [
-            Route("/rooms/{room}/messages", self.messages, methods=["GET"]),
-            Route("/rooms/{room}/recovery", self.recovery, methods=["GET"]),
+            Route("/rooms/{room}/messages", on_state("history_api", cls.messages), methods=["GET"]),
+            Route("/rooms/{room}/recovery", on_state("history_api", cls.recovery), methods=["GET"]),
         ]
 
     async def _room(self, request: Request, claims: TokenClaims) -> str:
@@ -129,21 +132,3 @@ class HistoryApi:
         room = await self._room(request, claims)
         first = await self.store.first_available(room)
         return JSONResponse({"room": room, **recovery(since, first)})
-
-
-def counted_exception_handlers(metrics: HistoryMetrics) -> dict[Any, Any]:
-    """The kit's JSON error handlers, each also counting the error code it answers with."""
-
-    def wrap(handler: Any) -> Any:
-        async def counted(request: Request, exc: Exception) -> Response:
-            response: Response = await handler(request, exc)
-            try:
-                code = orjson.loads(bytes(response.body))["error"]["code"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                code = str(response.status_code)
-            metrics.api_errors.add(1, {"code": code})
-            return response
-
-        return counted
-
-    return {exc: wrap(h) for exc, h in exception_handlers().items()}

@@ -1,55 +1,41 @@
-"""Wiring of the history service: Postgres, Redis, the consumer, the API, the periodic jobs.
+"""Wiring of the history service on the kit's lifecycle (`roomstream_kit.service`): Postgres,
+Redis, the consumer, the API, the periodic jobs.
 
 `HistoryService` can also run in-process (tests, benchmarks): `await svc.start()` / `stop()`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
-from opentelemetry import trace
 from roomstream_kit.auth import service_token
 from roomstream_kit.consumer import LogConsumer
-from roomstream_kit.http import health_routes
+from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import create_pool, ensure_database, migrate
-from roomstream_kit.redis import AnyRedis, connect
-from roomstream_kit.shutdown import cancel_and_wait
+from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
+from roomstream_kit.retry import always, retry
+from roomstream_kit.service import service_app
+from roomstream_kit.telemetry import flush_spans
 from starlette.applications import Starlette
 
 from .access import Access
-from .api import HistoryApi, counted_exception_handlers
+from .api import HistoryApi
 from .cache import LatestCache
 from .metrics import HistoryMetrics
 from .persist import Persister
-from .retention import HistoryPurger, StreamTrimmer, every
+from .retention import HistoryPurger, StreamTrimmer
 from .settings import HistorySettings
-from .store import HistoryStore, ping
+from .store import HistoryStore
 
 log = logging.getLogger(__name__)
 
 GROUP = "history"
-
-
-async def open_database(settings: HistorySettings) -> asyncpg.Pool:
-    """Pool with migrations applied; waits (with backoff) while Postgres is unreachable."""
-    delay = 0.2
-    while True:
-        try:
-            await ensure_database(settings.database_url)
-            pool = await create_pool(settings.database_url, max_size=settings.pg_pool_size)
-            await migrate(pool, "history", "roomstream_history.migrations")
-            return pool
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
-            log.warning("postgres unavailable (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+MIGRATIONS = "roomstream_history.migrations"
 
 
 GC_THRESHOLDS = (10_000, 10, 10)
@@ -85,7 +71,7 @@ class HistoryService:
         self.redis: AnyRedis = connect(settings, max_connections=settings.redis_max_connections)
         self.pool: asyncpg.Pool | None = None
         self.consumer: LogConsumer | None = None
-        self.tasks: list[asyncio.Task[None]] = []
+        self.life = Lifecycle("history")
         self.http = httpx.AsyncClient(
             timeout=5.0, headers={"authorization": f"Bearer {service_token(settings)}"}
         )
@@ -99,17 +85,27 @@ class HistoryService:
             address=f"http://{settings.host}:{settings.port}",
         )
 
-    async def start(self) -> None:
+    async def start(self, life: Lifecycle | None = None) -> dict[str, Any]:
+        """Open the dependencies and start the tasks on `life` (default: the service's own);
+        returns the lifespan state (handlers read `request.state.history_api`)."""
         s = self.settings
-        self.pool = await open_database(s)
-        self.store = HistoryStore(self.pool)
+        life = self.life = life or self.life
+        life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
+        on_lifecycle(life, self.redis)
+        pool = self.pool = await open_on(
+            life, s.database_url, "history", MIGRATIONS, max_size=s.pg_pool_size
+        )
+        life.on_stop("http close", self.http.aclose, 2.0)
+        life.check("consumer", self.consumer_progress)  # 503 while a batch is stuck
+        self.store = HistoryStore(pool)
         self.cache = LatestCache(self.redis, s.keys, s.latest_cache_ttl_s)
         self.persister = Persister(self.store, self.cache, self.metrics)
         self.access = Access(self.redis, s.keys, self.store, self.http, s.rooms_url)
         self.api = HistoryApi(s, self.redis, self.store, self.access, self.cache, self.metrics)
-        self.heartbeat.start()
+        life.on_stop("heartbeat deregister", self.heartbeat.deregister, 3.0)
+        life.spawn("heartbeat", self.heartbeat.run)
         if self.consume:
-            self.consumer = LogConsumer(
+            consumer = self.consumer = LogConsumer(
                 s,
                 self.redis,
                 group=GROUP,
@@ -120,47 +116,28 @@ class HistoryService:
                 reclaim_idle_ms=s.reclaim_idle_ms,
                 probe=self.ready_dependencies,
             )
+            life.on_stop("consumer stop", consumer.stop, 11.0)
             # In the background: draining a long backlog (after a crash or an outage) must not
-            # keep the API from serving.
-            self.tasks.append(asyncio.create_task(self._consume(self.consumer)))
+            # keep the API from serving. Retried while Redis is unreachable.
+            life.spawn(
+                "consumer-start",
+                lambda: retry(consumer.start, what="consumer start", retry_if=always, logger=log),
+            )
             trimmer = StreamTrimmer(self.redis, s, self.metrics)
-            self.tasks.append(asyncio.create_task(every(s.retention_interval_s, trimmer, "trim")))
+            life.every("trim", s.retention_interval_s, trimmer.run_once)
         if s.history_retention_days > 0:
             purger = HistoryPurger(self.store, self.cache, s, self.metrics)
-            self.tasks.append(
-                asyncio.create_task(every(s.history_retention_interval_s, purger, "purge"))
-            )
+            life.every("purge", s.history_retention_interval_s, purger.run_once)
         log.info("history service %s started", self.node)
-
-    @staticmethod
-    async def _consume(consumer: LogConsumer) -> None:
-        """Start the consumer, retrying while Redis is unreachable."""
-        delay = 0.2
-        while True:
-            try:
-                await consumer.start()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("consumer start failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return {
+            "pool": pool,
+            "redis": self.redis,
+            "consumer": self.consumer,
+            "history_api": self.api,
+        }
 
     async def stop(self) -> None:
-        await cancel_and_wait(self.tasks, 5.0, "history tasks")
-        if self.consumer is not None:
-            with contextlib.suppress(Exception):
-                await self.consumer.stop()
-        await self.heartbeat.stop()
-        await self.http.aclose()
-        if self.pool is not None:
-            await self.pool.close()
-        await self.redis.aclose()
-        # uvicorn re-raises SIGTERM after shutdown, so atexit hooks may not run: flush spans now.
-        flush = getattr(trace.get_tracer_provider(), "force_flush", None)
-        if flush is not None:
-            flush()
+        await self.life.stop()
 
     async def ready_redis(self) -> None:
         await self.redis.ping()
@@ -183,20 +160,11 @@ class HistoryService:
 def create_app(settings: HistorySettings | None = None) -> Starlette:
     settings = settings or HistorySettings()
     svc = HistoryService(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await svc.start()
-        app.router.routes.extend(svc.api.routes())
-        try:
-            yield
-        finally:
-            await svc.stop()
-
-    app = Starlette(
-        routes=health_routes([svc.ready_redis, svc.ready_postgres, svc.consumer_progress]),
-        exception_handlers=counted_exception_handlers(svc.metrics),
-        lifespan=lifespan,
+    app = service_app(
+        "history",
+        routes=HistoryApi.routes(),
+        start=svc.start,
+        errors=svc.metrics.api_errors,
     )
     app.state.service = svc
     return app

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
 
 from redis.exceptions import ResponseError
+from roomstream_kit.lag import group_lag
 from roomstream_kit.redis import AnyRedis
 from roomstream_kit.redis import text as redis_text
 
@@ -65,13 +65,9 @@ class StreamTrimmer:
             dist = horizon_distance(g, added, length, first_id)
             if dist is not None:
                 self.metrics.horizon[(stream, g.name)] = dist
-            lag = (
-                g.lag
-                if g.lag is not None
-                else (added - g.entries_read if g.entries_read is not None else None)
-            )
+            lag = group_lag({"lag": g.lag, "entries-read": g.entries_read}, added)
             if lag is not None:
-                self.metrics.lag[(stream, g.name)] = int(lag)
+                self.metrics.lag[(stream, g.name)] = lag
         s = self.settings
         age_cutoff = None
         if s.retention_max_age_s > 0:
@@ -131,15 +127,3 @@ class HistoryPurger:
             await self.cache.invalidate(purged)
             log.info("history retention: purged old events of %d rooms", len(purged))
         return purged
-
-
-async def every(interval_s: float, job: Any, name: str) -> None:
-    """Run `job.run_once()` forever, every `interval_s`; failures are logged and retried."""
-    while True:
-        try:
-            await job.run_once()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
-        await asyncio.sleep(interval_s)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import asyncpg
 
@@ -195,7 +194,3 @@ class HistoryStore:
                     list(purged.values()),
                 )
         return purged
-
-
-async def ping(pool: asyncpg.Pool) -> Any:
-    return await pool.fetchval("SELECT 1")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from roomstream_contracts.errors import ErrorCode
 from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
+from roomstream_kit.service import on_state
 from roomstream_kit.signing import new_secret
 from starlette.requests import Request
 from starlette.responses import Response
@@ -59,15 +60,25 @@ class HooksApi:
         self.metrics = metrics
         self.verifier = TokenVerifier(settings)
 
-    def routes(self) -> list[Route]:
+    @classmethod
+    def routes(cls) -> list[Route]:
+        """Declared once, at construction; each endpoint runs on `request.state.hooks_api`."""
         return [
-            Route("/endpoints", self.list_endpoints, methods=["GET"]),
-            Route("/endpoints", self.create, methods=["POST"]),
-            Route("/endpoints/{id}", self.get, methods=["GET"]),
-            Route("/endpoints/{id}", self.replace, methods=["PUT"]),
-            Route("/endpoints/{id}", self.delete, methods=["DELETE"]),
-            Route("/endpoints/{id}/dead-letters", self.dead_letters, methods=["GET"]),
-            Route("/endpoints/{id}/dead-letters/replay", self.replay, methods=["POST"]),
+            Route("/endpoints", on_state("hooks_api", cls.list_endpoints), methods=["GET"]),
+            Route("/endpoints", on_state("hooks_api", cls.create), methods=["POST"]),
+            Route("/endpoints/{id}", on_state("hooks_api", cls.get), methods=["GET"]),
+            Route("/endpoints/{id}", on_state("hooks_api", cls.replace), methods=["PUT"]),
+            Route("/endpoints/{id}", on_state("hooks_api", cls.delete), methods=["DELETE"]),
+            Route(
+                "/endpoints/{id}/dead-letters",
+                on_state("hooks_api", cls.dead_letters),
+                methods=["GET"],
+            ),
+            Route(
+                "/endpoints/{id}/dead-letters/replay",
+                on_state("hooks_api", cls.replay),
+                methods=["POST"],
+            ),
         ]
 
     async def _service(self, request: Request) -> None:

@@ -1,21 +1,23 @@
-"""Wiring of the webhooks service: Postgres, the consumer (log → outbox), the delivery workers
-(outbox → endpoints), the API. `HooksService` can also run in-process: `start()` / `stop()`."""
+"""Wiring of the webhooks service on the kit's lifecycle (`roomstream_kit.service`): Postgres,
+the consumer (log → outbox), the delivery workers (outbox → endpoints), the API. `HooksService`
+can also run in-process: `start()` / `stop()`."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
-from opentelemetry import trace
 from roomstream_kit.consumer import LogConsumer
-from roomstream_kit.http import exception_handlers, health_routes
+from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import create_pool, ensure_database, migrate
-from roomstream_kit.redis import AnyRedis, connect
-from roomstream_kit.shutdown import cancel_and_wait
+from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
+from roomstream_kit.retry import always, retry
+from roomstream_kit.service import service_app
+from roomstream_kit.shutdown import bounded, cancel_and_wait
+from roomstream_kit.telemetry import flush_spans
 from starlette.applications import Starlette
 
 from .api import HooksApi
@@ -25,26 +27,12 @@ from .leader import CONSUMER, Leadership
 from .metrics import HooksMetrics
 from .model import parse_env_endpoints
 from .settings import HooksSettings
-from .store import HooksStore, ping
+from .store import HooksStore
 
 log = logging.getLogger(__name__)
 
 GROUP = "hooks"
-
-
-async def open_database(settings: HooksSettings) -> asyncpg.Pool:
-    """Pool with migrations applied; waits (with backoff) while Postgres is unreachable."""
-    delay = 0.2
-    while True:
-        try:
-            await ensure_database(settings.database_url)
-            pool = await create_pool(settings.database_url, max_size=settings.pg_pool_size)
-            await migrate(pool, "hooks", "roomstream_hooks.migrations")
-            return pool
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
-            log.warning("postgres unavailable (%s); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+MIGRATIONS = "roomstream_hooks.migrations"
 
 
 class HooksService:
@@ -57,7 +45,7 @@ class HooksService:
         self.pool: asyncpg.Pool | None = None
         self.consumer: LogConsumer | None = None
         self._consumer_task: asyncio.Task[None] | None = None
-        self.tasks: list[asyncio.Task[None]] = []
+        self.life = Lifecycle("hooks", task_stop_s=12.0)  # leadership stops the consumer
         self.heartbeat = Heartbeat(
             self.redis,
             settings.keys,
@@ -68,10 +56,18 @@ class HooksService:
             address=f"http://{settings.advertised_host()}:{settings.port}",  # monitor scrapes
         )
 
-    async def start(self) -> None:
+    async def start(self, life: Lifecycle | None = None) -> dict[str, Any]:
+        """Open the dependencies and start the tasks on `life` (default: the service's own);
+        returns the lifespan state (handlers read `request.state.hooks_api`)."""
         s = self.settings
-        self.pool = await open_database(s)
-        self.store = HooksStore(self.pool)
+        life = self.life = life or self.life
+        life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
+        on_lifecycle(life, self.redis)
+        pool = self.pool = await open_on(
+            life, s.database_url, "hooks", MIGRATIONS, max_size=s.pg_pool_size
+        )
+        life.check("consumer", self.consumer_progress)
+        self.store = HooksStore(pool)
         for spec in self.env_endpoints:
             assert spec.id is not None and spec.secret is not None
             await self.store.upsert_endpoint(
@@ -80,17 +76,19 @@ class HooksService:
         self.dispatcher = Dispatcher(self.store, s, self.metrics, self.node)
         self.api = HooksApi(s, self.store, self.dispatcher, self.metrics)
         self.enqueuer = Enqueuer(self.store, self.metrics, self.dispatcher.wake)
-        self.heartbeat.start()
+        life.on_stop("heartbeat deregister", self.heartbeat.deregister, 3.0)
+        life.spawn("heartbeat", self.heartbeat.run)
         self.leadership = Leadership(s.database_url, s.namespace, self._lead, self._unlead)
-        self.tasks.append(asyncio.create_task(self.dispatcher.run(), name="hooks-dispatcher"))
-        self.tasks.append(asyncio.create_task(self.leadership.run(), name="hooks-leadership"))
-        self.tasks.append(asyncio.create_task(self._gauges(), name="hooks-gauges"))
+        life.spawn("hooks-dispatcher", self.dispatcher.run)
+        life.spawn("hooks-leadership", self.leadership.run)
+        life.every("hooks-gauges", s.backlog_interval_s, self._gauges)
         log.info("hooks service %s started", self.node)
+        return {"pool": pool, "redis": self.redis, "hooks_api": self.api}
 
     async def _lead(self) -> None:
         """This instance leads: consume the log (see `leader`)."""
         s = self.settings
-        self.consumer = LogConsumer(
+        consumer = self.consumer = LogConsumer(
             s,
             self.redis,
             group=GROUP,
@@ -101,7 +99,11 @@ class HooksService:
             reclaim_idle_ms=s.reclaim_idle_ms,
             probe=self.ready_dependencies,
         )
-        self._consumer_task = asyncio.create_task(self._consume(self.consumer))
+        # Retried while Redis is unreachable.
+        self._consumer_task = asyncio.create_task(
+            retry(consumer.start, what="consumer start", retry_if=always, logger=log),
+            name="hooks-consumer-start",
+        )
 
     async def _unlead(self) -> None:
         consumer, self.consumer = self.consumer, None
@@ -109,48 +111,18 @@ class HooksService:
         if task is not None:
             await cancel_and_wait([task], 5.0, "hooks consumer start")
         if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
-
-    @staticmethod
-    async def _consume(consumer: LogConsumer) -> None:
-        """Start the consumer, retrying while Redis is unreachable."""
-        delay = 0.2
-        while True:
-            try:
-                await consumer.start()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("consumer start failed (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+            await bounded(consumer.stop(), 11.0, "hooks consumer stop")
 
     async def _gauges(self) -> None:
         """Refresh the backlog and dead-letter gauges (every endpoint, from any instance)."""
-        while True:
-            try:
-                backlog, dead = await self.store.backlog()
-                endpoints = {e.id for e in await self.store.endpoints()}
-                for values, fresh in ((self.metrics.backlog, backlog), (self.metrics.dead, dead)):
-                    values.clear()
-                    values.update({e: fresh.get(e, 0) for e in endpoints})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("backlog refresh failed: %s", exc)
-            await asyncio.sleep(self.settings.backlog_interval_s)
+        backlog, dead = await self.store.backlog()
+        endpoints = {e.id for e in await self.store.endpoints()}
+        for values, fresh in ((self.metrics.backlog, backlog), (self.metrics.dead, dead)):
+            values.clear()
+            values.update({e: fresh.get(e, 0) for e in endpoints})
 
     async def stop(self) -> None:
-        await cancel_and_wait(self.tasks, 12.0, "hooks tasks")  # leadership stops the consumer
-        await self.heartbeat.stop()
-        if self.pool is not None:
-            await self.pool.close()
-        await self.redis.aclose()
-        flush = getattr(trace.get_tracer_provider(), "force_flush", None)
-        if flush is not None:
-            flush()
+        await self.life.stop()
 
     async def ready_redis(self) -> None:
         await self.redis.ping()
@@ -171,20 +143,11 @@ class HooksService:
 def create_app(settings: HooksSettings | None = None) -> Starlette:
     settings = settings or HooksSettings()
     svc = HooksService(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await svc.start()
-        app.router.routes.extend(svc.api.routes())
-        try:
-            yield
-        finally:
-            await svc.stop()
-
-    app = Starlette(
-        routes=health_routes([svc.ready_redis, svc.ready_postgres, svc.consumer_progress]),
-        exception_handlers=exception_handlers(),
-        lifespan=lifespan,
+    app = service_app(
+        "hooks",
+        routes=HooksApi.routes(),
+        start=svc.start,
+        lifecycle=lambda: Lifecycle("hooks", task_stop_s=12.0),
     )
     app.state.service = svc
     return app

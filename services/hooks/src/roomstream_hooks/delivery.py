@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import httpx
+from roomstream_kit.retry import retry
 from roomstream_kit.signing import sign_headers
 
 from .metrics import HooksMetrics
@@ -241,22 +242,15 @@ class Dispatcher:
 
     async def _supervise(self, worker: Worker) -> None:
         """Run a worker until it loses its lease; restart its loop after errors (Postgres away)."""
-        delay = 0.2
-        while True:
-            try:
-                await worker.run()
-                return
-            except LeaseLost:
-                log.info("endpoint %s: lease taken by another instance", worker.id)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "endpoint %s worker failed (%s); restarting in %.1fs", worker.id, exc, delay
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            await retry(
+                worker.run,
+                what=f"endpoint {worker.id} worker",
+                retry_if=lambda exc: not isinstance(exc, LeaseLost),
+                logger=log,
+            )
+        except LeaseLost:
+            log.info("endpoint %s: lease taken by another instance", worker.id)
 
     async def stop(self) -> None:
         tasks = [task for _, task in self.workers.values()]

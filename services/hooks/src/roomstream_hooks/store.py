@@ -285,7 +285,3 @@ class HooksStore:
         await self.pool.execute(
             "DELETE FROM hooks_leases WHERE endpoint_id = $1 AND owner = $2", endpoint_id, owner
         )
-
-
-async def ping(pool: asyncpg.Pool) -> None:
-    await pool.fetchval("SELECT 1")

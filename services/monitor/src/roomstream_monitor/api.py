@@ -10,8 +10,6 @@ JSON, Redis away → 503 `unavailable`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +18,11 @@ from roomstream_contracts.errors import ErrorCode
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.tokens import SERVICE_ROLE
 from roomstream_kit.auth import TokenVerifier, issue_token
-from roomstream_kit.http import (
-    ApiError,
-    JSONResponse,
-    ReadinessCheck,
-    authenticate,
-    exception_handlers,
-    health_routes,
-)
-from starlette.applications import Starlette
+from roomstream_kit.http import ApiError, JSONResponse, authenticate
+from roomstream_kit.service import on_state
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .registry import Registry
@@ -75,6 +66,18 @@ class MonitorApi:
         self.registry = registry
         self.collector = collector
         self.verifier = verifier
+
+    @classmethod
+    def routes(cls) -> list[BaseRoute]:
+        """Declared once, at construction; endpoints run on `request.state.monitor_api`."""
+        return [
+            Route("/", on_state("monitor_api", cls.dashboard)),
+            Route("/api/stats", on_state("monitor_api", cls.stats)),
+            Route("/api/nodes", on_state("monitor_api", cls.nodes)),
+            Route("/api/timeseries", on_state("monitor_api", cls.timeseries)),
+            Route("/dev/token", on_state("monitor_api", cls.dev_token)),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ]
 
     async def _authorize(self, request: Request) -> None:
         claims = await authenticate(request, self.verifier)
@@ -145,20 +148,3 @@ class MonitorApi:
 
     async def dashboard(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
-
-
-def build_app(
-    api: MonitorApi,
-    readiness: Sequence[ReadinessCheck],
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
-) -> Starlette:
-    routes = [
-        Route("/", api.dashboard),
-        Route("/api/stats", api.stats),
-        Route("/api/nodes", api.nodes),
-        Route("/api/timeseries", api.timeseries),
-        Route("/dev/token", api.dev_token),
-        Mount("/static", StaticFiles(directory=STATIC), name="static"),
-        *health_routes(list(readiness)),
-    ]
-    return Starlette(routes=routes, exception_handlers=exception_handlers(), lifespan=lifespan)

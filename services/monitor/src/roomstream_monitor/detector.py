@@ -27,6 +27,7 @@ from roomstream_contracts.events import Envelope, EventKind, NodeFailedData
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, redis_unavailable
+from roomstream_kit.retry import retry
 
 from .metrics import MonitorMetrics
 from .registry import Registry
@@ -88,18 +89,15 @@ class DeadNodeDetector:
             ts=now_ms(),
             data=data.model_dump(),
         )
-        delay = 0.1
-        while True:
-            try:
-                await self.eventlog.append(envelope)
-                break
-            except Exception as exc:
-                if not redis_unavailable(exc):
-                    raise
-                self.redis_failed()
-                log.warning("node_failed append for %s failed (%s); retrying", node, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await retry(
+            lambda: self.eventlog.append(envelope),
+            what=f"node_failed append for {node}",
+            retry_if=redis_unavailable,
+            initial_s=0.1,
+            max_s=2.0,
+            on_retry=lambda exc: self.redis_failed(),
+            logger=log,
+        )
         try:
             await self.registry.record_failed(node, envelope.ts, self.keep_failed_s)
         except REDIS_DOWN_ERRORS as exc:  # only the dashboard's list of failed nodes misses it

@@ -15,9 +15,9 @@ Snapshot = Callable[[], dict[str, Any] | None]
 
 
 class MonitorMetrics:
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self) -> None:
         m = meter("roomstream.monitor")
-        self._snapshot = snapshot
+        self._snapshot: Snapshot = lambda: None
         self.events_consumed = m.create_counter(
             "roomstream.monitor.events_consumed", description="Log events consumed, by kind"
         )
@@ -70,6 +70,11 @@ class MonitorMetrics:
             callbacks=[self._dead],
             description="Log entries a consumer group dead-lettered, all shards",
         )
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Read the cluster gauges from `snapshot` (the collector's, made after these
+        instruments because it records into them)."""
+        self._snapshot = snapshot
 
     def _behind(self, options: CallbackOptions) -> Iterable[Observation]:
         snap = self._snapshot()

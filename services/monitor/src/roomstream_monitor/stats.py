@@ -22,6 +22,7 @@ import httpx
 from redis.exceptions import ResponseError
 from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
+from roomstream_kit.lag import sum_groups
 from roomstream_kit.redis import AnyRedis, redis_unavailable, text
 
 from . import hookstats, latency
@@ -53,19 +54,6 @@ def metrics_url(address: str) -> str:
     parsed = urlsplit(address if "://" in address else f"http://{address}")
     scheme = {"ws": "http", "wss": "https"}.get(parsed.scheme, parsed.scheme)
     return f"{scheme}://{parsed.netloc}/metrics"
-
-
-def sum_groups(infos: list[list[dict[str, Any]]]) -> tuple[dict[str, int], dict[str, int]]:
-    """Lag and pending per consumer group, summed over the shards' `XINFO GROUPS` replies."""
-    lag: dict[str, int] = {}
-    pending: dict[str, int] = {}
-    for groups in infos:
-        for group in groups:
-            name = group["name"]
-            name = text(name)
-            lag[name] = lag.get(name, 0) + int(group.get("lag") or 0)
-            pending[name] = pending.get(name, 0) + int(group.get("pending") or 0)
-    return lag, pending
 
 
 def stream_id_ms(entry_id: bytes | str) -> int:

@@ -23,6 +23,7 @@ from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.eventlog import Access, AppendResult, AppendStatus, EventLog, RoomCheck
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
 from roomstream_kit.rooms import room_created_envelope
+from roomstream_kit.service import on_state
 from roomstream_kit.telemetry import inject_context, tracer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -98,15 +99,27 @@ class RoomsApi:
         self.metrics = metrics
         self.apply_timeout_s = apply_timeout_s
 
-    def routes(self) -> list[Route]:
+    @classmethod
+    def routes(cls) -> list[Route]:
+        """Declared once, at construction; each endpoint runs on `request.state.rooms_api`."""
         return [
-            Route("/rooms", self.create_room, methods=["POST"]),
-            Route("/rooms/{room}", self.get_room, methods=["GET"]),
-            Route("/rooms/{room}/members", self.list_members, methods=["GET"]),
-            Route("/rooms/{room}/members/{user}", self.add_member, methods=["PUT"]),
-            Route("/rooms/{room}/members/{user}", self.remove_member, methods=["DELETE"]),
-            Route("/users/{user}/rooms", self.user_rooms, methods=["GET"]),
-            Route("/rooms/{room}/presence", self.presence, methods=["GET"]),
+            Route("/rooms", on_state("rooms_api", cls.create_room), methods=["POST"]),
+            Route("/rooms/{room}", on_state("rooms_api", cls.get_room), methods=["GET"]),
+            Route(
+                "/rooms/{room}/members", on_state("rooms_api", cls.list_members), methods=["GET"]
+            ),
+            Route(
+                "/rooms/{room}/members/{user}",
+                on_state("rooms_api", cls.add_member),
+                methods=["PUT"],
+            ),
+            Route(
+                "/rooms/{room}/members/{user}",
+                on_state("rooms_api", cls.remove_member),
+                methods=["DELETE"],
+            ),
+            Route("/users/{user}/rooms", on_state("rooms_api", cls.user_rooms), methods=["GET"]),
+            Route("/rooms/{room}/presence", on_state("rooms_api", cls.presence), methods=["GET"]),
         ]
 
     # -- reads with fallback --------------------------------------------------------------------

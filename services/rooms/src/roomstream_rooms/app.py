@@ -1,34 +1,28 @@
-"""Assembles the service: Postgres (migrated), Redis, the projector and its consumer, the HTTP API,
-the heartbeat and the consumer-lag probe, started and stopped by the ASGI lifespan."""
+"""Assembles the service on the kit's lifecycle (`roomstream_kit.service`): Postgres (migrated),
+Redis, the projector and its consumer, the HTTP API, the heartbeat and the consumer-lag probe."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 from roomstream_kit.auth import TokenVerifier, redis_cutoff
 from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.eventlog import EventLog
-from roomstream_kit.http import exception_handlers, health_routes
+from roomstream_kit.lag import consumer_lag
+from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import create_pool, ensure_database, migrate
-from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis, connect
-from roomstream_kit.shutdown import cancel_and_wait
+from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.redis import connect, on_lifecycle
+from roomstream_kit.service import service_app
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
 
 from . import roster
 from .api import RoomsApi
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
 from .projector import Projector
-from .publish import publish_api
+from .publish import PublishApi, publish_api
 from .readmarkers import ReadMarkerStore
 from .readmodels import ReadModels
 from .settings import RoomsSettings
@@ -41,87 +35,18 @@ GROUP = "rooms"
 MIGRATIONS = "roomstream_rooms.migrations"
 
 
-async def consumer_lag(redis: AnyRedis, streams: list[str], group: str) -> tuple[int, int]:
-    """(lag, pending) of `group` summed over the shards (XINFO GROUPS)."""
-    lag = pending = 0
-    for stream in streams:
-        with contextlib.suppress(Exception):
-            for info in await redis.xinfo_groups(stream):
-                name = info.get("name")
-                if (name.decode() if isinstance(name, bytes) else name) == group:
-                    lag += int(info.get("lag") or 0)
-                    pending += int(info.get("pending") or 0)
-    return lag, pending
-
-
-async def _bounded(what: str, step: Awaitable[Any], timeout_s: float) -> bool:
-    """Run one shutdown step, giving up (and saying so) after `timeout_s`: SIGTERM must end."""
-    # asyncio.wait, not wait_for: wait_for waits for a cancelled step to end, and a step that
-    # swallows its cancellation would then hold the stop forever.
-    task = asyncio.ensure_future(step)
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if not done:
-        task.cancel()
-        log.warning("shutdown: %s did not finish within %.0fs", what, timeout_s)
-        return False
-    if task.exception() is not None:
-        log.warning("shutdown: %s failed: %s", what, task.exception())
-        return False
-    return True
-
-
-def _counting(
-    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]],
-    metrics: RoomsMetrics,
-) -> dict[Any, Callable[[Request, Exception], Awaitable[Response]]]:
-    """Wrap the kit's exception handlers to count API errors by code."""
-
-    def wrap(
-        handler: Callable[[Request, Exception], Awaitable[Response]],
-    ) -> Callable[[Request, Exception], Awaitable[Response]]:
-        async def counted(request: Request, exc: Exception) -> Response:
-            response = await handler(request, exc)
-            code = "unknown"
-            with contextlib.suppress(Exception):
-                code = orjson.loads(bytes(response.body))["error"]["code"]
-            metrics.api_errors.add(1, {"code": code})
-            return response
-
-        return counted
-
-    return {exc: wrap(h) for exc, h in handlers.items()}
-
-
 def create_app(settings: RoomsSettings) -> Starlette:
     node = settings.node_name("rooms")
     metrics = RoomsMetrics()
-    state: dict[str, Any] = {}
 
-    async def redis_ready() -> None:
-        await state["redis"].ping()
+    async def start(life: Lifecycle) -> dict[str, Any]:
+        pool = await open_on(life, settings.database_url, "rooms", MIGRATIONS, wait=False)
+        redis = on_lifecycle(life, connect(settings))
 
-    async def postgres_ready() -> None:
-        async with state["pool"].acquire() as conn:
-            await conn.fetchval("SELECT 1")
+        async def dependencies() -> None:
+            await redis.ping()
+            await ping(pool)
 
-    async def consumer_ready() -> None:
-        if not state.get("consuming"):
-            raise RuntimeError("the consumer has not started")
-        await state["consumer"].consumer_progress()  # 503 while a batch is stuck
-
-    async def dependencies() -> None:
-        await redis_ready()
-        await postgres_ready()
-
-    routes = health_routes([redis_ready, postgres_ready, consumer_ready])
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await ensure_database(settings.database_url)
-        pool = await create_pool(settings.database_url)
-        await migrate(pool, "rooms", MIGRATIONS)
-        redis = connect(settings)
-        state.update(pool=pool, redis=redis)
         eventlog = EventLog.from_settings(redis, settings)
         read_models = ReadModels(redis, settings.keys)
         applied = AppliedSeqs(pool)
@@ -138,15 +63,22 @@ def create_app(settings: RoomsSettings) -> Starlette:
             metrics=metrics,
             apply_timeout_s=settings.apply_timeout_s,
         )
-        # The API needs the pool and clients made here; uvicorn serves nothing before this.
-        app.router.routes.extend(api.routes())
         users = UserSessionsApi(
-            verifier=api.verifier, eventlog=eventlog, redis=redis, keys=settings.keys
+            verifier=verifier, eventlog=eventlog, redis=redis, keys=settings.keys
         )
-        app.router.routes.extend(users.routes())
-        publish = publish_api(settings, node, redis, pool, api.verifier, metrics)
-        app.router.routes.extend(publish.routes())
-        app.router.routes.extend(UserEventsApi(verifier=api.verifier, eventlog=eventlog).routes())
+        publish = publish_api(settings, node, redis, pool, verifier, metrics)
+        life.on_stop("history client close", publish.history.aclose, 2.0)
+        heartbeat = Heartbeat(
+            redis,
+            settings.keys,
+            node,
+            "rooms",
+            interval_s=settings.heartbeat_interval_s,
+            ttl_s=settings.heartbeat_ttl_s,
+            address=f"http://{settings.host}:{settings.port}",
+        )
+        life.on_stop("heartbeat deregister", heartbeat.deregister, 3.0)
+        user_events = UserEventsApi(verifier=verifier, eventlog=eventlog)
         await projector.resync()
         markers = ReadMarkerStore(pool, redis, settings.keys)
         await markers.refill()
@@ -163,29 +95,17 @@ def create_app(settings: RoomsSettings) -> Starlette:
             on_dead_letter=projector.skip_dead_letter,
             probe=dependencies,
         )
-        state["consumer"] = consumer
+        life.on_stop("consumer stop", lambda: consumer.stop(timeout_s=6.0), 7.0)
         await consumer.start()
-        state["consuming"] = True
-        heartbeat = Heartbeat(
-            redis,
-            settings.keys,
-            node,
-            "rooms",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
-            address=f"http://{settings.host}:{settings.port}",
-        )
-        heartbeat.start()
+        life.check("consumer", consumer.consumer_progress)  # 503 while a batch is stuck
+        life.spawn("heartbeat", heartbeat.run)
 
         async def probe_lag() -> None:
-            while True:
-                with contextlib.suppress(*REDIS_DOWN_ERRORS):
-                    metrics.lag, metrics.pending = await consumer_lag(
-                        redis, settings.keys.all_logs(), GROUP
-                    )
-                await asyncio.sleep(settings.lag_interval_s)
+            metrics.lag, metrics.pending = await consumer_lag(
+                redis, settings.keys.all_logs(), GROUP
+            )
 
-        lag_task = asyncio.create_task(probe_lag(), name="rooms-lag")
+        life.every("rooms-lag", settings.lag_interval_s, probe_lag)
 
         async def seed_rosters() -> None:
             """Rooms created before rosters existed (start-up migration; also on demand)."""
@@ -194,22 +114,26 @@ def create_app(settings: RoomsSettings) -> Starlette:
             except Exception as exc:  # on demand seeding covers what is left
                 log.warning("seeding membership rosters stopped: %s", exc)
 
-        seed_task = asyncio.create_task(seed_rosters(), name="rooms-seed-rosters")
+        life.spawn("rooms-seed-rosters", seed_rosters)
         log.info("rooms service %s listening on %s:%s", node, settings.host, settings.port)
-        try:
-            yield
-        finally:
-            state["consuming"] = False
-            await cancel_and_wait([lag_task, seed_task], 2.0, "lag probe")
-            await _bounded("consumer stop", consumer.stop(timeout_s=6.0), 7.0)
-            await _bounded("heartbeat stop", heartbeat.stop(deregister=True), 3.0)
-            await _bounded("history client close", publish.history.aclose(), 2.0)
-            await _bounded("redis close", redis.aclose(), 2.0)
-            if not await _bounded("postgres close", pool.close(), 3.0):
-                pool.terminate()
+        return {
+            "pool": pool,
+            "redis": redis,
+            "consumer": consumer,
+            "rooms_api": api,
+            "users_api": users,
+            "publish_api": publish,
+            "user_events_api": user_events,
+        }
 
-    return Starlette(
-        routes=routes,
-        lifespan=lifespan,
-        exception_handlers=_counting(exception_handlers(), metrics),
+    return service_app(
+        "rooms",
+        routes=[
+            *RoomsApi.routes(),
+            *UserSessionsApi.routes(),
+            *PublishApi.routes(),
+            *UserEventsApi.routes(),
+        ],
+        start=start,
+        errors=metrics.api_errors,
     )

@@ -56,6 +56,7 @@ from roomstream_kit.eventlog import (
 )
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
 from roomstream_kit.redis import AnyRedis
+from roomstream_kit.service import on_state
 from roomstream_kit.telemetry import inject_context, tracer
 from starlette.requests import Request
 from starlette.responses import Response
@@ -219,12 +220,15 @@ class PublishApi:
         self.batch_max = batch_max
         self.max_body_bytes = max_body_bytes
 
-    def routes(self) -> list[Route]:
+    @classmethod
+    def routes(cls) -> list[Route]:
+        """Declared once, at construction; each endpoint runs on `request.state.publish_api`."""
+        on = "publish_api"
         return [
-            Route("/rooms/{room}/messages", self.publish, methods=["POST"]),
-            Route("/messages", self.publish_batch, methods=["POST"]),
-            Route("/rooms/{room}/messages/{seq}", self.edit, methods=["PATCH"]),
-            Route("/rooms/{room}/messages/{seq}", self.delete, methods=["DELETE"]),
+            Route("/rooms/{room}/messages", on_state(on, cls.publish), methods=["POST"]),
+            Route("/messages", on_state(on, cls.publish_batch), methods=["POST"]),
+            Route("/rooms/{room}/messages/{seq}", on_state(on, cls.edit), methods=["PATCH"]),
+            Route("/rooms/{room}/messages/{seq}", on_state(on, cls.delete), methods=["DELETE"]),
         ]
 
     # -- endpoints ------------------------------------------------------------------------------

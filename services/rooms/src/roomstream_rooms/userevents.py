@@ -31,6 +31,7 @@ from roomstream_contracts.userstream import (
 from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.eventlog import AppendStatus, EventLog
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
+from roomstream_kit.service import on_state
 from roomstream_kit.telemetry import inject_context
 from starlette.requests import Request
 from starlette.responses import Response
@@ -80,8 +81,14 @@ class UserEventsApi:
         self.verifier = verifier
         self.eventlog = eventlog
 
-    def routes(self) -> list[Route]:
-        return [Route("/users/{user}/events", self.publish, methods=["POST"])]
+    @classmethod
+    def routes(cls) -> list[Route]:
+        """Declared once, at construction; the endpoint runs on `request.state.user_events_api`."""
+        return [
+            Route(
+                "/users/{user}/events", on_state("user_events_api", cls.publish), methods=["POST"]
+            )
+        ]
 
     async def publish(self, request: Request) -> Response:
         user = _user_param(request)

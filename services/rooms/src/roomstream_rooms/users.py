@@ -27,6 +27,7 @@ from roomstream_kit.auth import TokenVerifier
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.http import ApiError, JSONResponse, authenticate, json_body
 from roomstream_kit.redis import AnyRedis
+from roomstream_kit.service import on_state
 from roomstream_kit.telemetry import inject_context
 from starlette.requests import Request
 from starlette.responses import Response
@@ -62,10 +63,14 @@ class UserSessionsApi:
         self.keys = keys
         self._revoke = redis.register_script(REVOKE_SCRIPT)
 
-    def routes(self) -> list[Route]:
+    @classmethod
+    def routes(cls) -> list[Route]:
+        """Declared once, at construction; each endpoint runs on `request.state.users_api`."""
         return [
-            Route("/users/{user}/disconnect", self.disconnect, methods=["POST"]),
-            Route("/users/{user}/revoke", self.revoke, methods=["POST"]),
+            Route(
+                "/users/{user}/disconnect", on_state("users_api", cls.disconnect), methods=["POST"]
+            ),
+            Route("/users/{user}/revoke", on_state("users_api", cls.revoke), methods=["POST"]),
         ]
 
     async def _caller(self, request: Request, user: str) -> TokenClaims:
