@@ -12,7 +12,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 from tests.conftest import JWT_SECRET, Cluster, make_token
 from tests.rooms.helpers import FAST_ENV, ROOMS, api, auth, extra_deployment, keys
-from tests.support.processes import ServiceProcess
+from tests.support.processes import ServiceProcess, free_port
 from tests.support.proxy import CuttableProxy
 from tests.support.redis_server import OwnRedis, require_redis_server
 
@@ -67,13 +67,16 @@ async def deployment(
         procs = Cluster(env, tmp_path_factory.mktemp("publish-adversarial"))
         direct = aioredis.Redis.from_url(own_redis.url)
         try:
-            # From a thread: the proxy runs on this event loop and must serve meanwhile.
-            history = await asyncio.to_thread(procs.start, HISTORY, name="history")
-            rooms = await asyncio.to_thread(
-                procs.start,
-                ROOMS,
-                env={**FAST_ENV, "ROOMSTREAM_HISTORY_URL": history.url},
-                name="rooms",
+            # From threads (both at once): the proxy runs on this event loop and must serve.
+            history_port = free_port()
+            _, rooms = await asyncio.gather(
+                asyncio.to_thread(procs.start, HISTORY, port=history_port, name="history"),
+                asyncio.to_thread(
+                    procs.start,
+                    ROOMS,
+                    env={**FAST_ENV, "ROOMSTREAM_HISTORY_URL": f"http://127.0.0.1:{history_port}"},
+                    name="rooms",
+                ),
             )
             yield Deployment(namespace, own_redis, proxy, direct, rooms)
         finally:
@@ -440,20 +443,16 @@ async def test_redis_cut_mid_batch_then_retry_appends_each_id_once(
             call = asyncio.ensure_future(
                 http.post("/messages", json={"messages": items}, headers=auth())
             )
-            await asyncio.sleep(0.002 * attempt)
+            await asyncio.sleep((0.0, 0.002, 0.005, 0.01, 0.02, 0.04)[attempt])
             await d.proxy.cut()
             first = await call
             assert first.status_code in (200, 503), first.text
             if first.status_code == 503:
                 assert first.json()["error"]["code"] == "unavailable"
             await d.proxy.restore()
-            for _ in range(200):
-                r = await http.post("/messages", json={"messages": items}, headers=auth())
-                assert r.status_code in (200, 503), r.text
-                if r.status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
-            assert r.status_code == 200, r.text
+            r = await until_ok(
+                lambda body={"messages": items}: http.post("/messages", json=body, headers=auth())
+            )
             results = r.json()["results"]
             assert all("seq" in res for res in results), results
             if first.status_code == 200:
@@ -479,14 +478,52 @@ async def test_redis_cut_mid_single_publish_and_edit_keeps_serving(
         assert first.status_code in (200, 503), first.text
         assert "error" in first.json() or first.json()["seq"] == 2
         await d.proxy.restore()
-        for _ in range(200):
-            r = await http.post("/rooms/cuts/messages", json=body, headers=auth())
-            if r.status_code == 200:
-                break
-            assert_error_or_503(r)
-            await asyncio.sleep(0.05)
-        assert r.status_code == 200 and r.json()["seq"] == 2, r.text
+        r = await until_ok(lambda: http.post("/rooms/cuts/messages", json=body, headers=auth()))
+        assert r.json()["seq"] == 2, r.text
         assert await room_seq(d, "cuts") == 2
+
+
+async def test_redis_out_of_memory_is_503_and_appends_nothing(deployment: Deployment) -> None:
+    d = deployment
+    async with api(d.rooms.url) as http:
+        await create(http, "oom", "alice", [])
+        r = await http.post("/rooms/oom/messages", json={"text": "a", "id": "o1"}, headers=auth())
+        assert r.status_code == 200, r.text
+        await d.redis.config_set("maxmemory-policy", "noeviction")
+        await d.redis.config_set("maxmemory", "1")
+        try:
+            for call in (
+                http.post("/rooms/oom/messages", json={"text": "b", "id": "o2"}, headers=auth()),
+                http.post(
+                    "/messages",
+                    json={
+                        "messages": [{"room": "oom", "text": "c", "id": f"o{i}"} for i in (3, 4)]
+                    },
+                    headers=auth(),
+                ),
+                http.patch("/rooms/oom/messages/2", json={"text": "e"}, headers=auth()),
+                http.delete("/rooms/oom/messages/2", headers=auth()),
+            ):
+                assert_error_or_503(await call)
+        finally:
+            await d.redis.config_set("maxmemory", "0")
+        assert await room_seq(d, "oom") == 2
+        # Redis closes some clients while out of memory: the first calls after may be 503.
+        r = await until_ok(
+            lambda: http.post("/rooms/oom/messages", json={"text": "b", "id": "o2"}, headers=auth())
+        )
+        assert r.json()["seq"] == 3, r.text
+
+
+async def until_ok(call: Callable[[], Awaitable[httpx.Response]]) -> httpx.Response:
+    """`call()` again while it answers 503 `unavailable` (bounded), then its 200 answer."""
+    for _ in range(200):
+        r = await call()
+        if r.status_code == 200:
+            return r
+        assert_error_or_503(r)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"still unavailable: {r.text}")
 
 
 def assert_error_or_503(r: httpx.Response) -> None:
