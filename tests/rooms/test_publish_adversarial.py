@@ -550,3 +550,37 @@ async def test_ids_and_users_with_colons_do_not_share_an_idempotency_key(
         assert "idempotent-replayed" not in r.headers, r.json()
         assert r.json()["seq"] == 3, r.json()
         assert await logged_ids(d, "colon") == ["b:c", "c"]
+
+
+async def internal_errors(http: httpx.AsyncClient) -> float:
+    """`roomstream_rooms_api_errors_total{code="internal"}` as /metrics says now."""
+    text = (await http.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("roomstream_rooms_api_errors_total") and 'code="internal"' in line
+    )
+
+
+async def test_a_client_that_leaves_mid_body_is_no_internal_error(deployment: Deployment) -> None:
+    d = deployment
+    async with api(d.rooms.url) as http:
+        await create(http, "gone", "alice", [])
+        before = await internal_errors(http)
+        port = int(d.rooms.url.rsplit(":", 1)[1])
+        for path in ("/rooms/gone/messages", "/messages"):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: {auth()['Authorization']}\r\nContent-Length: 5000\r\n\r\n"
+            )
+            writer.write(head.encode() + b'{"text": "')
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+            await writer.wait_closed()
+        await asyncio.sleep(0.5)
+        assert await internal_errors(http) == before
+        assert await room_seq(d, "gone") == 1
+        r = await http.post("/rooms/gone/messages", json={"text": "a", "id": "g1"}, headers=auth())
+        assert r.status_code == 200, r.text
