@@ -196,6 +196,14 @@ async def test_wrong_types_odd_text_and_odd_paths_are_4xx_and_append_nothing(
         ):
             assert_error(await http.post(path, json={"text": "hi", "id": "t1"}, headers=auth()))
 
+        # 8000 astral characters (32 kB) is the limit in characters; 8001 is over it.
+        r = await http.post(url, json={"text": "\U0001f600" * 8001, "id": "t1"}, headers=auth())
+        assert_error(r, 413)
+        for content in (
+            b'{"text": "hi", "id": "t1", "n": 1e400}',
+            b'{"text": "hi", "id": "t1", "\\ud800": 1}',
+        ):
+            assert_error(await http.post(url, content=content, headers=auth()), 400)
         # Without a content type, a JSON body is still JSON.
         r = await http.post(url, content=b'{"text": "plain", "id": "t-ok"}', headers=auth())
         assert r.status_code == 200 and r.json()["seq"] == 2, r.text
@@ -362,10 +370,19 @@ async def test_tokens_expired_revoked_or_with_odd_subjects_are_refused(
             b'{"sub": 5, "exp": %d}' % (now + 3600),
             b'{"sub": "%s", "exp": %d}' % (b"s" * 200, now + 3600),
             b'{"sub": "dave"}',
+            b'{"sub": "dave", "exp": "soon"}',
+            b'{"sub": "dave", "exp": %d, "role": ["service"]}' % (now + 3600),
+            b'{"sub": "dave", "exp": %d, "role": 1}' % (now + 3600),
+            b'{"sub": "dave", "exp": %d, "nbf": %d}' % (now + 3600, now + 3000),
+            b'["dave"]',
         ):
             for role in (b"", b', "role": "service"'):
-                token = raw_token(payload[:-1] + role + b"}")
+                token = raw_token(payload[:-1] + role + payload[-1:] if role else payload)
                 assert_error(await http.post(url, json=body, headers=auth(token=token)), 401)
+        unsigned = raw_token(b'{"sub": "dave", "exp": %d}' % (now + 3600)).rsplit(".", 1)[0]
+        none = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+        for token in (unsigned + ".", f"{none}.{unsigned.split('.')[1]}.", "a.b.c", "x" * 10_000):
+            assert_error(await http.post(url, json=body, headers=auth(token=token)), 401)
         assert await room_seq(d, "tok") == 2
         assert d.rooms.running
 
