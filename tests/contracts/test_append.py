@@ -282,3 +282,13 @@ async def test_client_id_is_unique_per_user_across_rooms(
     refused = await log.append(ghost, room_check=RoomCheck.EXISTS, dedupe_id="c3")
     assert refused.status == AppendStatus.NO_ROOM
     assert await redis_client.exists(keys.client_id("ann", "c3")) == 0
+
+
+def test_dedupe_keys_of_users_with_colons_are_distinct_and_plain_ids_keep_their_names() -> None:
+    keys = StreamKeys(namespace="ns")
+    assert keys.dedupe("r", "a", "b:c") != keys.dedupe("r", "a:b", "c")
+    assert keys.client_id("a", "b:c").split("}")[1] != keys.client_id("a:b", "c").split("}")[1]
+    assert keys.client_id("a", "%3Ab") != keys.client_id("a%3A", "b")
+    assert keys.dedupe("r", "a%", "3A") != keys.dedupe("r", "a:", "")
+    assert keys.dedupe("r", "ann", "c1").endswith(":r:ann:c1")
+    assert keys.client_id("ann", "c1").endswith(":ann:c1")

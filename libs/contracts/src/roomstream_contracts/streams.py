@@ -11,8 +11,8 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:log:{N}` | stream | append script | the log shard: fields `r` room, `k` kind, `e` envelope JSON |
 | `rs:seq:{N}` | hash | append script | room → last seq (a room exists once it has a seq) |
 | `rs:recent:{N}:ROOM` | stream | append script | the room's recent sequenced events, entry id `SEQ-0`; ROOM `~USER`: a user's own stream (`userstream`) |
-| `rs:dedupe:{N}:ROOM:USER:CID` | string | append script | ack of an idempotent send, with a TTL |
-| `rs:client-id:{U}:USER:CID` | string | producer (`eventlog`) | the room a user's client id is bound to (per-user dedupe), TTL; `U` = the user's shard |
+| `rs:dedupe:{N}:ROOM:USER:CID` | string | append script | ack of an idempotent send, with a TTL; USER escaped by `key_part` |
+| `rs:client-id:{U}:USER:CID` | string | producer (`eventlog`) | the room a user's client id is bound to (per-user dedupe), TTL; `U` = the user's shard; USER escaped by `key_part` |
 | `rs:kinds:{N}` | hash | append script (`room_created`), seed script | room → `public` / `private`: membership authority is seeded |
 | `rs:roster:{N}:ROOM` | set | append script (`room_created`, `member_joined`, `member_left`), seed script | the room's members: the membership authority |
 | `rs:deleted:{N}:ROOM` | set | append script (`message_deleted`) | seqs of the room's deleted messages |
@@ -71,6 +71,18 @@ def shard_of(key: str, shards: int) -> int:
     return zlib.crc32(key.encode()) % shards
 
 
+def key_part(value: str) -> str:
+    """`value` as a middle part of a key: `%` and `:` escaped, so that the next `:` ends it.
+
+    A user id may hold `:`; without this, (user `a`, client id `b:c`) and (user `a:b`, client id
+    `c`) named one dedupe key and the second message was answered with the first's ack and never
+    appended. Ids without `%` and `:` are unchanged (existing keys keep their names).
+    """
+    if "%" not in value and ":" not in value:
+        return value
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
 @dataclass(frozen=True, slots=True)
 class StreamKeys:
     """Key names of one roomstream deployment (namespace + shard count)."""
@@ -102,11 +114,13 @@ class StreamKeys:
         return f"{self.namespace}:recent:{{{self.room_shard(room)}}}:{room}"
 
     def dedupe(self, room: str, user: str, client_id: str) -> str:
-        return f"{self.namespace}:dedupe:{{{self.room_shard(room)}}}:{room}:{user}:{client_id}"
+        return f"{self.namespace}:dedupe:{{{self.room_shard(room)}}}:{room}:{key_part(user)}:{client_id}"
 
     def client_id(self, user: str, client_id: str) -> str:
         """String: the room a user's client message id is bound to (dedupe is per user)."""
-        return f"{self.namespace}:client-id:{{{self.user_shard(user)}}}:{user}:{client_id}"
+        return (
+            f"{self.namespace}:client-id:{{{self.user_shard(user)}}}:{key_part(user)}:{client_id}"
+        )
 
     # -- membership authority (append script, seed script)
     def kinds(self, shard: int) -> str:
