@@ -18,7 +18,7 @@ from roomstream_contracts.codec import describe_validation_error
 from roomstream_contracts.errors import HTTP_STATUS, ErrorCode, ProtocolError
 from roomstream_contracts.tokens import TokenClaims
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -120,11 +120,13 @@ def exception_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[R
 
 async def json_body(request: Request, max_bytes: int | None = None) -> Any:
     """The request body as JSON, or `bad_request`; with `max_bytes`, a longer body is
-    `too_large` (413) and is not read past the bound (nor past a larger Content-Length)."""
-    if max_bytes is None:
-        raw = await request.body()
-    else:
-        raw = await _bounded_body(request, max_bytes)
+    `too_large` (413) and is not read past the bound (nor past a larger Content-Length).
+    A caller that leaves before its body is read gets a `bad_request` nobody reads: its fault,
+    not an internal error logged and counted."""
+    try:
+        raw = await (request.body() if max_bytes is None else _bounded_body(request, max_bytes))
+    except ClientDisconnect:
+        raise ApiError(ErrorCode.BAD_REQUEST, "the client left before sending its body") from None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
