@@ -44,6 +44,7 @@ from .http import HttpRoutes
 from .hub import Hub, wire
 from .metrics import GatewayMetrics
 from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
+from .routing import Router
 from .session import Session
 from .settings import GatewaySettings
 from .tail import Tail
@@ -94,6 +95,14 @@ class Gateway:
             service_token(settings),
             settings.http_timeout_s,
         )
+        # Routed delivery (default): only the rooms of local sockets reach this gateway.
+        self.router: Router | None = None
+        if settings.delivery == "routed":
+            self.router = Router(
+                self.redis, settings.redis_url, self.keys, self.hub, self.metrics, self.upstream
+            )
+            self.hub.ensure = self.router.ensure
+            self.hub.changed = self.router.changed
         self.commands = Commands(
             settings,
             self.node,
@@ -115,6 +124,8 @@ class Gateway:
         )
         self.commands.register(AuthCommand, self.tokens.refresh)
         self.tail.control = self.tokens.apply
+        if self.router is not None:
+            self.router.control = self.tokens.apply
         self.heartbeat = Heartbeat(
             self.redis,
             self.keys,
@@ -154,7 +165,8 @@ class Gateway:
 
     def start_background(self) -> None:
         """Start the essential background tasks (the tail must have sought its start first)."""
-        for name, coro in (("tail", self.tail.run()), ("heartbeat", self._heartbeat())):
+        feed = ("router", self.router.run()) if self.router else ("tail", self.tail.run())
+        for name, coro in (feed, ("heartbeat", self._heartbeat())):
             task = asyncio.create_task(coro, name=name)
             task.add_done_callback(self._essential_done)
             self.essential[name] = task
@@ -332,6 +344,7 @@ class Gateway:
             | set(self.hub.core.recent_rooms(session.user))
         )
         self.hub.core.begin_welcome(peer, rooms)
+        await self.hub.ensure(rooms)  # the rooms' events reach this gateway before seqs are read
         seqs: list[Any] = []
         if rooms:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -435,7 +448,10 @@ class Gateway:
 
     async def run(self) -> None:
         s = self.settings
-        await self.tail.seek_end()
+        if self.router is not None:
+            await self.router.start()
+        else:
+            await self.tail.seek_end()
         await self.start_incarnation()
         self.start_background()
         stop = asyncio.Event()
@@ -501,6 +517,8 @@ class Gateway:
         """Stop the tail and the heartbeat loop, bounded: a task that swallows its cancellation
         (a library's `wait_for` on Python 3.11) cannot hold the stop."""
         self.tail.stop()
+        if self.router is not None:
+            self.router.stop()
         await cancel_and_wait(self.essential.values(), BACKGROUND_STOP_S, "background tasks")
 
 
