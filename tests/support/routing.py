@@ -11,12 +11,15 @@ import time
 from typing import Any
 
 import httpx
-from roomstream_contracts.streams import StreamKeys
+import orjson
+from roomstream_contracts.events import Envelope, EventKind
+from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.streams import APPEND_SCRIPT, StreamKeys
 from roomstream_kit.eventlog import EventLog, RoomCheck
 from roomstream_kit.redis import AnyRedis
 from websockets.asyncio.client import ClientConnection
 
-from tests.gateway.helpers import _backlog, client, recv, request
+from tests.gateway.helpers import _backlog, client, close_code, recv, request
 from tests.hooks.helpers import metric
 from tests.rooms.helpers import message
 from tests.support import rooms as support_rooms
@@ -64,13 +67,17 @@ async def seqs_until(
 
 
 async def only_their_rooms(
-    redis: AnyRedis, keys: StreamKeys, gateways: list[ServiceProcess], idle: ServiceProcess
+    redis: AnyRedis,
+    keys: StreamKeys,
+    gateways: list[ServiceProcess],
+    idle: ServiceProcess,
+    rooms: list[str] | None = None,
 ) -> None:
     """Gateway i has two sockets in room i only; `idle` has none. Each gateway receives exactly
     its room's events (sequenced messages and a live `typing`), the idle one none; every socket
     gets its room's events once, in order."""
     log = EventLog(redis, keys)
-    rooms = [f"route{i}" for i in range(len(gateways))]
+    rooms = rooms or [f"route{i}" for i in range(len(gateways))]
     sockets: list[list[ClientConnection]] = []
     for i, (room, gw) in enumerate(zip(rooms, gateways, strict=True)):
         users = [f"u{i}a", f"u{i}b"]
@@ -87,7 +94,7 @@ async def only_their_rooms(
         await append_messages(log, room, n)
     # One live event (no seq) travels the room's channel too.
     typist = sockets[0][0]
-    await typist.send('{"type": "typing", "room": "route0"}')
+    await typist.send(orjson.dumps({"type": "typing", "room": rooms[0]}).decode())
     for i, room in enumerate(rooms):
         for ws in sockets[i]:
             assert await seqs_until(ws, room, n + 1) == list(range(2, n + 2))
@@ -98,14 +105,18 @@ async def only_their_rooms(
             typing.append(frame)
     after = [await received(gw) for gw in (*gateways, idle)]
     got = [a - b for a, b in zip(after, before, strict=True)]
-    assert got == [n + 1, n, n, 0], got  # route0 also carried the typing event
+    assert got == [n + 1, n, n, 0], got  # the first room also carried the typing event
     for pair in sockets:
         for ws in pair:
             await ws.close()
 
 
 async def join_leave_race(
-    redis: AnyRedis, keys: StreamKeys, stay_gw: ServiceProcess, churn_gw: ServiceProcess
+    redis: AnyRedis,
+    keys: StreamKeys,
+    stay_gw: ServiceProcess,
+    churn_gw: ServiceProcess,
+    room: str = "race",
 ) -> None:
     """While messages are appended, a socket on `churn_gw` (its only one in the room, so the
     gateway subscribes and unsubscribes the room's channel each time) joins with `since`, reads a
@@ -113,7 +124,6 @@ async def join_leave_race(
     up with every seq from their first join on, once, in order, as does a member that stays on
     `stay_gw`."""
     log = EventLog(redis, keys)
-    room = "race"
     await support_rooms.create_room(redis, keys, room, "owner", members=["stay", "again"])
     stay, _ = await client(stay_gw.ws_url, "stay")
     churn, _ = await client(churn_gw.ws_url, "churn")
@@ -152,14 +162,17 @@ async def join_leave_race(
 
 
 async def reconnect_race(
-    redis: AnyRedis, keys: StreamKeys, churn_gw: ServiceProcess, rounds: int = 12
+    redis: AnyRedis,
+    keys: StreamKeys,
+    churn_gw: ServiceProcess,
+    room: str = "again",
+    rounds: int = 12,
 ) -> None:
     """A member reconnects again and again to a gateway where it is the room's only socket
     (welcome subscribes the room's channel, the close leaves it) while messages flow; resuming
     with `join since` each time, it ends with every seq once (in order within the replay and
     within the live part of each connection)."""
     log = EventLog(redis, keys)
-    room = "again"
     await support_rooms.create_room(redis, keys, room, "owner", members=["back"])
     writer = asyncio.create_task(append_messages(log, room, 200, pause_s=0.005))
     seen: list[int] = []
@@ -185,6 +198,40 @@ async def reconnect_race(
         seen += await seqs_until(ws, room, final)
     assert sorted(seen) == list(range(2, final + 1)), _gaps(sorted(seen))
     await ws.close()
+
+
+async def killed_pubsub_is_healed(
+    node: AnyRedis, redis: AnyRedis, keys: StreamKeys, gw: ServiceProcess, room: str = "heal"
+) -> None:
+    """The gateway's pub/sub connections to `node` (the room's Redis server) are killed and 10
+    events appended in the same atomic step (they reach no subscriber: only the fill can deliver
+    them); the socket still gets every seq once, in order, and the control channel works again
+    (a kick closes the socket)."""
+    await support_rooms.create_room(redis, keys, room, "ann", members=["bob"])
+    bob, _ = await client(gw.ws_url, "bob")
+    log = EventLog(redis, keys)
+    await append_messages(log, room, 5)
+    assert await seqs_until(bob, room, 6) == list(range(2, 7))
+    before = await fills(gw)
+    async with node.pipeline(transaction=True) as pipe:
+        pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+        for i in range(10):
+            k, args = log._script_call(message(room, "bot", f"x{i}"), RoomCheck.EXISTS, None, None)
+            pipe.eval(APPEND_SCRIPT, len(k), *k, *args)
+        replies = await pipe.execute()
+    assert replies[0] >= 1  # at least the gateway's connection was killed
+    await append_messages(log, room, 5)
+    assert await seqs_until(bob, room, 21) == list(range(7, 22))
+    assert await fills(gw) - before >= 10
+    kicked = Envelope(
+        id=new_event_id(),
+        kind=EventKind.USER_KICKED,
+        user="bob",
+        ts=now_ms(),
+        data={"by": "admin", "reason": "test"},
+    )
+    assert (await log.append(kicked)).ok
+    assert await close_code(bob) == 1008
 
 
 async def read_some(ws: ClientConnection, room: str, upto: int, within_s: float) -> list[int]:
