@@ -48,7 +48,9 @@ async def test_a_killed_pubsub_connection_is_healed(
     redis = aioredis.from_url(own.url)
     try:
         gw = cluster.start(GATEWAY, env={"REDIS_URL": own.url})
-        await killed_pubsub_is_healed(redis, redis, StreamKeys(namespace=namespace), gw)
+        await killed_pubsub_is_healed(
+            redis, redis, StreamKeys(namespace=namespace), gw, revoke=True
+        )
     finally:
         await redis.aclose()
         cluster.stop_all()

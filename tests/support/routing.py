@@ -201,14 +201,22 @@ async def reconnect_race(
 
 
 async def killed_pubsub_is_healed(
-    node: AnyRedis, redis: AnyRedis, keys: StreamKeys, gw: ServiceProcess, room: str = "heal"
+    node: AnyRedis,
+    redis: AnyRedis,
+    keys: StreamKeys,
+    gw: ServiceProcess,
+    room: str = "heal",
+    revoke: bool = False,
 ) -> None:
     """The gateway's pub/sub connections to `node` (the room's Redis server) are killed and 10
     events appended in the same atomic step (they reach no subscriber: only the fill can deliver
     them); the socket still gets every seq once, in order, and the control channel works again
-    (a kick closes the socket)."""
+    (a kick closes the socket). With `revoke` (a single server: the user's revocation key is in
+    another slot on a cluster) a revocation appended in that step, lost on the control channel,
+    still closes the revoked user's socket (4401: the gateway re-reads the cutoffs)."""
     await support_rooms.create_room(redis, keys, room, "ann", members=["bob"])
     bob, _ = await client(gw.ws_url, "bob")
+    carl, _ = await client(gw.ws_url, "carl")
     log = EventLog(redis, keys)
     await append_messages(log, room, 5)
     assert await seqs_until(bob, room, 6) == list(range(2, 7))
@@ -218,7 +226,21 @@ async def killed_pubsub_is_healed(
         for i in range(10):
             k, args = log._script_call(message(room, "bot", f"x{i}"), RoomCheck.EXISTS, None, None)
             pipe.eval(APPEND_SCRIPT, len(k), *k, *args)
+        if revoke:
+            cutoff = time.time() + 1
+            pipe.set(keys.revoked("carl"), str(cutoff))
+            revoked = Envelope(
+                id=new_event_id(),
+                kind=EventKind.TOKENS_REVOKED,
+                user="carl",
+                ts=now_ms(),
+                data={"before": cutoff, "by": "admin"},
+            )
+            k, args = log._script_call(revoked, RoomCheck.NONE, None, None)
+            pipe.eval(APPEND_SCRIPT, len(k), *k, *args)
         replies = await pipe.execute()
+    if revoke:
+        assert await close_code(carl) == 4401
     assert replies[0] >= 1  # at least the gateway's connection was killed
     await append_messages(log, room, 5)
     assert await seqs_until(bob, room, 21) == list(range(7, 22))
@@ -232,6 +254,7 @@ async def killed_pubsub_is_healed(
     )
     assert (await log.append(kicked)).ok
     assert await close_code(bob) == 1008
+    await carl.close()
 
 
 async def read_some(ws: ClientConnection, room: str, upto: int, within_s: float) -> list[int]:

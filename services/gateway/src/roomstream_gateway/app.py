@@ -126,6 +126,7 @@ class Gateway:
         self.tail.control = self.tokens.apply
         if self.router is not None:
             self.router.control = self.tokens.apply
+            self.router.control_resumed = self.tokens.recheck
         self.heartbeat = Heartbeat(
             self.redis,
             self.keys,

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import hiredis
@@ -202,6 +202,9 @@ class Router:
         self.control_link: Link | None = None
         self.control: Callable[[list[Entry]], None] | None = None
         """Sees the control events (`user_kicked`, `tokens_revoked`): the token lifecycle."""
+        self.control_resumed: Callable[[], Awaitable[None]] | None = None
+        """Called once the control channel is subscribed again after a drop (what it carried
+        meanwhile is lost: the token lifecycle re-reads the revocation cutoffs)."""
         self.control_ready: asyncio.Future[None] | None = None
         self.received = 0
         """Room-channel messages received (the routing metric's count, also for benches)."""
@@ -298,6 +301,8 @@ class Router:
         while not self.stopping and self.control_link is None:
             try:
                 await self._control()
+                if self.control_resumed is not None:
+                    await self.control_resumed()
                 return
             except Exception as exc:
                 log.warning("routing: control subscription failed (%s); retry in %.2fs", exc, delay)
