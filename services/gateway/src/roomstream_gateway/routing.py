@@ -191,7 +191,6 @@ class Router:
         self.cluster = isinstance(redis, RedisCluster)
         params = parse_url(redis_url)
         self.home: Addr = (str(params.get("host") or "127.0.0.1"), int(params.get("port") or 6379))
-        self.db = int(params.get("db") or 0)
         self.username = params.get("username")
         self.password = params.get("password")
         self.control_channel = keys.control().encode()
@@ -233,9 +232,6 @@ class Router:
             link.close()
         for task in list(self.tasks):
             task.cancel()
-
-    async def aclose(self) -> None:
-        self.stop()
 
     # -- connections --------------------------------------------------------------------------
 
