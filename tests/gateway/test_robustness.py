@@ -88,23 +88,30 @@ def _readyz() -> Request:
     return Request("/readyz", Headers())
 
 
-async def test_readyz_is_503_when_an_essential_task_ended(namespace: str) -> None:
-    gw = Gateway(GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0))
+@pytest.mark.parametrize("delivery", ["routed", "tail"])
+async def test_readyz_is_503_when_an_essential_task_ended(namespace: str, delivery: str) -> None:
+    gw = Gateway(
+        GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0, delivery=delivery)
+    )
     routes = HttpRoutes(gw.settings, gw.ready)
 
-    async def tail_dies() -> None:
+    async def feed_dies() -> None:
         raise RuntimeError("boom")
 
-    gw.tail.run = tail_dies  # type: ignore[method-assign]
+    if gw.router is not None:
+        gw.router.run = feed_dies  # type: ignore[method-assign]
+    else:
+        gw.tail.run = feed_dies  # type: ignore[method-assign]
     try:
         assert await gw.ready() is None  # nothing started yet, Redis answers
         gw.start_background()
         await asyncio.sleep(0.05)
         assert not gw.essential["heartbeat"].done()
-        assert await gw.ready() == "tail task is not running"
+        why = f"{'router' if delivery == 'routed' else 'tail'} task is not running"
+        assert await gw.ready() == why
         response = await routes(None, _readyz())  # type: ignore[arg-type]
         assert response is not None and response.status_code == 503
-        assert b"tail task is not running" in response.body
+        assert why.encode() in response.body
     finally:
         await gw.stop_background()
         await gw.heartbeat.stop(deregister=True)
@@ -113,10 +120,16 @@ async def test_readyz_is_503_when_an_essential_task_ended(namespace: str) -> Non
         await gw.tail_redis.aclose()
 
 
-async def test_readyz_is_200_while_the_tasks_run(namespace: str) -> None:
-    gw = Gateway(GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0))
+@pytest.mark.parametrize("delivery", ["routed", "tail"])
+async def test_readyz_is_200_while_the_tasks_run(namespace: str, delivery: str) -> None:
+    gw = Gateway(
+        GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0, delivery=delivery)
+    )
     try:
-        await gw.tail.seek_end()
+        if gw.router is not None:
+            await gw.router.start()
+        else:
+            await gw.tail.seek_end()
         gw.start_background()
         await asyncio.sleep(0.05)
         response = await HttpRoutes(gw.settings, gw.ready)(None, _readyz())  # type: ignore[arg-type]

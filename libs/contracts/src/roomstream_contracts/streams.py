@@ -10,7 +10,8 @@ Key map (namespace `rs` by default; `N` is the shard number):
 |---|---|---|---|
 | `rs:log:{N}` | stream | append script | the log shard: fields `r` room, `k` kind, `e` envelope JSON |
 | `rs:seq:{N}` | hash | append script | room → last seq (a room exists once it has a seq) |
-| `rs:recent:{N}:ROOM` | stream | append script | the room's recent sequenced events, entry id `SEQ-0`; ROOM `~USER`: a user's own stream (`userstream`) |
+| `rs:recent:{N}:ROOM` | stream | append script | the room's recent sequenced events, entry id `SEQ-0`; ROOM `~USER`: a user's own stream (`userstream`); the same name is the room's shard channel (SPUBLISH of every event of the room) |
+| `rs:control` | channel | append script | PUBLISH of `member_joined`, `room_created`, `user_kicked`, `tokens_revoked` (every gateway subscribes) |
 | `rs:dedupe:{N}:ROOM:USER:CID` | string | append script | ack of an idempotent send, with a TTL; USER escaped by `key_part` |
 | `rs:client-id:{U}:USER:CID` | string | producer (`eventlog`) | the room a user's client id is bound to (per-user dedupe), TTL; `U` = the user's shard; USER escaped by `key_part` |
 | `rs:kinds:{N}` | hash | append script (`room_created`), seed script | room → `public` / `private`: membership authority is seeded |
@@ -181,6 +182,17 @@ class StreamKeys:
     def nodes(self) -> str:
         return f"{self.namespace}:nodes"
 
+    # -- routed delivery (append script publishes, gateways subscribe)
+    def channel(self, room: str) -> str:
+        """Shard channel of a topic's events: the name of its recent stream (SPUBLISH in the
+        append script, so the channel is in the room's slot on a cluster)."""
+        return self.recent(room)
+
+    def control(self) -> str:
+        """Classic pub/sub channel of the events every gateway needs whatever its rooms
+        (`member_joined`, `room_created`, `user_kicked`, `tokens_revoked`)."""
+        return f"{self.namespace}:control"
+
     def incarnations(self) -> str:
         """Hash node → latest incarnation. Its hash tag is the name of `nodes()`, so scripts that
         touch both run within one slot of a Redis Cluster."""
@@ -253,6 +265,17 @@ if room ~= '' then
     redis.call('SADD', KEYS[7], ARGV[9])
   end
 end
+-- Routed delivery: the events a gateway needs whatever its rooms (grants, kicks, revocations)
+-- on the control channel NS:control (classic PUBLISH: a cluster broadcasts it), then every
+-- event of a topic on the topic's channel, named like its recent stream KEYS[3] (SPUBLISH: the
+-- same slot on a cluster). Message: 'KIND SEQ BODY' ('-' for no seq). No subscriber: O(1).
+local note = kind .. ' ' .. (seq == '' and '-' or seq) .. ' ' .. body
+if kind == 'member_joined' or kind == 'room_created' or kind == 'user_kicked'
+    or kind == 'tokens_revoked' then
+  local cut = string.find(KEYS[1], ':log:', 1, true)
+  redis.call('PUBLISH', string.sub(KEYS[1], 1, cut - 1) .. ':control', note)
+end
+if room ~= '' then redis.call('SPUBLISH', KEYS[3], note) end
 if seq == '' then return {'ok', '', xid} end
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], seq .. '-0', 'e', body)
 local ack = seq .. ' ' .. ARGV[8]

@@ -48,6 +48,7 @@ from .hub import Hub, wire
 from .metrics import GatewayMetrics
 from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
 from .reads import ReadMarkers, parse_markers, room_entries, unread_counts
+from .routing import Router
 from .session import Session
 from .settings import GatewaySettings
 from .tail import Tail
@@ -99,6 +100,14 @@ class Gateway:
             service_token(settings),
             settings.http_timeout_s,
         )
+        # Routed delivery (default): only the rooms of local sockets reach this gateway.
+        self.router: Router | None = None
+        if settings.delivery == "routed":
+            self.router = Router(
+                self.redis, settings.redis_url, self.keys, self.hub, self.metrics, self.upstream
+            )
+            self.hub.ensure = self.router.ensure
+            self.hub.changed = self.router.changed
         self.commands = Commands(
             settings,
             self.node,
@@ -121,6 +130,9 @@ class Gateway:
         self.commands.register(AuthCommand, self.tokens.refresh)
         self.commands.register(ReadCommand, ReadMarkers(self.commands, self.redis, self.keys).read)
         self.tail.control = self.tokens.apply
+        if self.router is not None:
+            self.router.control = self.tokens.apply
+            self.router.control_resumed = self.tokens.recheck
         self.heartbeat = Heartbeat(
             self.redis,
             self.keys,
@@ -168,8 +180,12 @@ class Gateway:
         return {name: sup.task for name, sup in self.life.tasks.items()}
 
     def start_background(self) -> None:
-        """Start the supervised background tasks (the tail must have sought its start first)."""
-        self.life.spawn("tail", self.tail.run)
+        """Start the supervised background tasks (the tail must have sought its start first):
+        the router's feed, or the tail of every shard with `ROOMSTREAM_DELIVERY=tail`."""
+        if self.router is not None:
+            self.life.spawn("router", self.router.run)
+        else:
+            self.life.spawn("tail", self.tail.run)
         self.life.spawn("heartbeat", self.heartbeat.run)
 
     def _stats(self) -> dict[str, Any]:
@@ -323,6 +339,7 @@ class Gateway:
         stream = user_stream(session.user)  # the user's own stream: subscribed like a room
         rooms.append(stream)
         self.hub.core.begin_welcome(peer, rooms)
+        await self.hub.ensure(rooms)  # the rooms' events reach this gateway before seqs are read
         seqs: list[Any] = []
         markers: dict[str, int] = {}
         if rooms:
@@ -435,7 +452,10 @@ class Gateway:
 
     async def run(self) -> None:
         s = self.settings
-        await self.tail.seek_end()
+        if self.router is not None:
+            await self.router.start()
+        else:
+            await self.tail.seek_end()
         await self.start_incarnation()
         self.start_background()
         stop = asyncio.Event()
@@ -500,6 +520,8 @@ class Gateway:
         """Stop the tail and the heartbeat loop, bounded: a task that swallows its cancellation
         (a library's `wait_for` on Python 3.11) cannot hold the stop."""
         self.tail.stop()
+        if self.router is not None:
+            self.router.stop()
         await self.life.stop_tasks()
 
 

@@ -391,6 +391,7 @@ class Commands:
         # the replay with the held live frames, each seq once (`delivery`).
         core.begin_join(peer, room, cmd.since)
         try:
+            await self.hub.ensure((room,))  # the room's events reach this gateway from here on
             # The roster decides, atomically with the append: a member joins without an event
             # (`member`), a non-member of a public room gets `member_joined`, a non-member of a
             # private room is refused (membership is granted through the rooms API only).

@@ -138,6 +138,10 @@ class Core:
         its welcome (`recent_rooms`)."""
         self._grant_order: deque[tuple[str, str, int]] = deque()
         self._recent_grants = recent_grants
+        self.opened: list[str] = []
+        """Rooms that got their first local subscriber, and `emptied`: lost their last one —
+        in order, for the router (`routing`) to subscribe to / leave the rooms' channels."""
+        self.emptied: list[str] = []
 
     # -- sockets and subscriptions ------------------------------------------------------------
 
@@ -165,7 +169,11 @@ class Core:
         if peer.gone is not None:
             peer.gone.pop(room, None)
         peer.subs[room] = sub
-        self.rooms.setdefault(room, {})[peer] = sub
+        subs = self.rooms.get(room)
+        if subs is None:
+            subs = self.rooms[room] = {}
+            self.opened.append(room)
+        subs[peer] = sub
         return sub
 
     def unsubscribe(self, peer: Peer, room: str, at: int = 0) -> None:
@@ -182,6 +190,7 @@ class Core:
             subs.pop(peer, None)
             if not subs:
                 del self.rooms[room]
+                self.emptied.append(room)
 
     def grant(self, room: str, users: Iterable[str], seq: int) -> None:
         """Membership granted at `seq` (member_joined, room_created, ...): the users' sockets

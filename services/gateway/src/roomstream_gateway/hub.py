@@ -9,17 +9,23 @@ go through websockets' own `broadcast()`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
+from roomstream_contracts.ids import now_ms
 from websockets.asyncio.server import broadcast
 from websockets.protocol import OPEN
 
 from .delivery import Core, Wire, wire
+from .metrics import GatewayMetrics
 from .session import Session
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Hub", "Wire", "wire"]
+
+
+async def _nothing(rooms: Iterable[str]) -> None:
+    """No router (the tail reads every shard): the rooms' events already arrive."""
 
 
 class Hub:
@@ -29,6 +35,11 @@ class Hub:
         self.core = Core()
         self.max_buffer_bytes = max_buffer_bytes
         self.on_slow = on_slow
+        self.changed: Callable[[], None] | None = None
+        """Called when subscriptions ended (the router leaves rooms nobody here is in)."""
+        self.ensure: Callable[[Iterable[str]], Awaitable[None]] = _nothing
+        """Wait until the rooms' events reach this gateway (the router); welcome and join call
+        it after subscribing in the core, before reading the rooms' seqs."""
 
     @property
     def rooms(self) -> dict[str, object]:
@@ -48,10 +59,14 @@ class Hub:
     def remove(self, session: Session) -> None:
         if session.peer is not None:
             self.core.remove(session.peer)
+            if self.changed is not None:
+                self.changed()
 
     def unsubscribe(self, session: Session, room: str, at: int = 0) -> None:
         if session.peer is not None:
             self.core.unsubscribe(session.peer, room, at)
+            if self.changed is not None:
+                self.changed()
 
     @property
     def connections(self) -> int:
@@ -96,3 +111,18 @@ class Hub:
         for peer, q in out.items():
             self.write(peer.owner, q)
         return events, frames, stamps
+
+    def deliver_counted(self, entries: list[dict[bytes, bytes]], metrics: GatewayMetrics) -> None:
+        """`deliver`, counted (frames, latency per event); a bug in delivery is logged, never
+        raised: it must not stop delivery for everyone (the tail's, the router's batches)."""
+        try:
+            _, frames, stamps = self.deliver(entries)
+        except Exception:
+            log.exception("hub: delivery failed")
+            return
+        if frames:
+            metrics.frames_out.add(frames)
+            now = now_ms()
+            record = metrics.delivery_latency.record
+            for ts in stamps:
+                record(max(0, now - ts) / 1000)

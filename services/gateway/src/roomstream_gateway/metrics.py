@@ -19,6 +19,14 @@ class GatewayMetrics:
         self.frames_out = m.create_counter(
             "roomstream_gateway_frames_out_total", description="Room frames written to sockets"
         )
+        self.events_received = m.create_counter(
+            "roomstream_gateway_events_received_total",
+            description="Log events this gateway received for delivery (room channels or tail)",
+        )
+        self.route_fills = m.create_counter(
+            "roomstream_gateway_route_fills_total",
+            description="Events read from a room's recent stream to fill a gap of its channel",
+        )
         self.delivery_latency = m.create_histogram(
             "roomstream_gateway_delivery_latency_seconds",
             unit="s",

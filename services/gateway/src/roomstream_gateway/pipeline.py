@@ -48,6 +48,14 @@ def supported(redis_url: str, cluster: bool) -> bool:
     return not cluster and urlsplit(redis_url).scheme == "redis"
 
 
+def keepalive(transport: asyncio.BaseTransport) -> None:
+    """TCP keepalive on a Redis connection of our own (a dead peer is noticed eventually)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
 class _Protocol(asyncio.Protocol):
     def __init__(self, pipe: AppendPipe) -> None:
         self.pipe = pipe
@@ -60,10 +68,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        keepalive(transport)
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)

@@ -51,6 +51,9 @@ class GatewaySettings(CommonSettings):
     typing_interval_s: float = Field(default=2.0, ge=0)
     """At most one `typing` event per room and connection in this interval; more are dropped."""
 
+    delivery: Literal["routed", "tail"] = "routed"
+    """`routed`: receive only the rooms of local sockets (per-room channels, `routing`);
+    `tail`: read every shard (the design before routing; kept for comparison)."""
     tail_block_ms: int = Field(default=1000, ge=1)
     """XREAD BLOCK of the delivery tail."""
     tail_count: int = Field(default=1000, ge=1)

@@ -94,6 +94,7 @@ class Tail:
                 continue
             self.ids[redis_text(stream)] = redis_text(items[-1][0])
             entries.extend(fields for _, fields in items)
+        self.metrics.events_received.add(len(entries))
         if self.control is not None:
             try:
                 self.control(entries)

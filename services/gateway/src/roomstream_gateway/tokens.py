@@ -122,6 +122,25 @@ class TokenLifecycle:
             return seen
         return stored
 
+    async def recheck(self) -> None:
+        """Read the revocation cutoff of every user with local sockets again and close the
+        sockets it revokes: a `tokens_revoked` published while the control subscription was down
+        (the router calls this once it is subscribed again) still takes effect."""
+        for user, sessions in list(self.by_user.items()):
+            before = await self._cutoff(user)
+            if before is None:
+                continue
+            self._revoke(sessions, before)
+
+    def _revoke(self, sessions: Iterable[Session], before: float) -> None:
+        """Close (4401) the sockets whose token was issued before the cutoff."""
+        hit = [
+            s
+            for s in sessions
+            if (st := self.states.get(s)) is not None and (st.iat is None or st.iat < before)
+        ]
+        self._close_all(hit, CloseCode.NOT_AUTHENTICATED, "revoked")
+
     # -- refresh (an `auth` frame after authentication) --------------------------------------
 
     async def refresh(self, session: Session, cmd: AuthCommand) -> None:
@@ -181,13 +200,7 @@ class TokenLifecycle:
                 else:
                     before = float(data["before"])
                     self.cutoff_seen[user] = max(before, self.cutoff_seen.get(user, before))
-                    hit = [
-                        s
-                        for s in sessions
-                        if (st := self.states.get(s)) is not None
-                        and (st.iat is None or st.iat < before)
-                    ]
-                    self._close_all(hit, CloseCode.NOT_AUTHENTICATED, "revoked")
+                    self._revoke(sessions, before)
             except Exception:  # one malformed entry must not cost the rest
                 log.exception("tokens: skipped a control entry that could not be applied")
 

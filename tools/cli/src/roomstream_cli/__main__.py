@@ -1,4 +1,4 @@
-"""Entry point of the `roomstream` command: `up`, `token`, `schema`, `bench`, `dead-letters`."""
+"""Entry point of the `roomstream` command: `up`, `token`, `schema`, `bench`, `bench-routing`, `dead-letters`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import deadletters_cmd, schema_cmd, token_cmd, up
 from .bench.command import add_parser as add_bench_parser
+from .bench.routing import add_parser as add_bench_routing_parser
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     token_cmd.add_parser(sub)
     schema_cmd.add_parser(sub)
     add_bench_parser(sub)
+    add_bench_routing_parser(sub)
     deadletters_cmd.add_parser(sub)
     return p
 
