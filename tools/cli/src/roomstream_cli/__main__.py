@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import deadletters_cmd, schema_cmd, token_cmd, up
 from .bench.command import add_parser as add_bench_parser
+from .bench.connects import add_parsers as add_connects_parsers
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     token_cmd.add_parser(sub)
     schema_cmd.add_parser(sub)
     add_bench_parser(sub)
+    add_connects_parsers(sub)
     deadletters_cmd.add_parser(sub)
     return p
 
