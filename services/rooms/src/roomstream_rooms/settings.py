@@ -20,3 +20,6 @@ class RoomsSettings(CommonSettings):
     """How long an API write waits for the projection to apply its event before answering 503."""
     lag_interval_s: float = Field(default=5.0, gt=0)
     """How often the consumer lag gauge is refreshed (XINFO GROUPS)."""
+    presence_grace_s: float = Field(default=5.0, ge=0)
+    """How long an `offline` is held: a user who reconnects within it makes no `offline`/`online`
+    pair (0: none held). The presence read models are never delayed."""
