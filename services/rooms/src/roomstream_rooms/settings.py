@@ -12,7 +12,7 @@ class RoomsSettings(CommonSettings):
     port: int = Field(default=8100, ge=0, le=65535)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     """Most log entries read (and applied in one Postgres transaction) at once, per shard."""
-    poll_ms: int = Field(default=100, ge=1)
+    poll_ms: int = Field(default=1000, ge=1)
     """How long one blocking read of a shard waits for new entries."""
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
     """Entries pending this long with another (dead) consumer are claimed and processed here."""
