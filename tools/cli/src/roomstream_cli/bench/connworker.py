@@ -92,7 +92,7 @@ async def _open(sock: Sock, tally: Tally, resume: bool) -> None:
                 max_size=None,
                 user_agent_header="roomstream-bench",
             )
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
+        except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed) as exc:
             tally.error(exc)
             await asyncio.sleep(RETRY_S)
             continue
