@@ -49,7 +49,6 @@ from .settings import GatewaySettings
 from .tail import Tail
 from .tokens import TokenLifecycle
 from .upstream import Upstream
-from .verified import VerifiedTokens
 
 log = logging.getLogger("roomstream_gateway")
 
@@ -79,7 +78,6 @@ class Gateway:
             self.eventlog = EventLog.from_settings(self.redis, settings)
             self.tail_redis = kit_redis.connect(settings)
         self.verifier = TokenVerifier(settings)
-        self.verified = VerifiedTokens(self.verifier)
         self.metrics = GatewayMetrics()
         self.hub = Hub(settings.max_buffer_bytes, self._slow_reader)
         self.tail = Tail(
@@ -249,7 +247,7 @@ class Gateway:
                 cmd = None
             token = cmd.token if isinstance(cmd, AuthCommand) else ""
         try:
-            claims = await self.verified.averify(token)
+            claims = await self.verifier.averify(token)
         except AuthError as exc:
             self.metrics.auth_failures.add(1, {"reason": "token"})
             await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
