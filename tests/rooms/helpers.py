@@ -25,7 +25,13 @@ from tests.conftest import PG_ADMIN_URL, REDIS_URL, make_token, service_token
 
 ROOMS = "roomstream_rooms"
 DEADLINE_S = 60.0
-FAST_ENV = {"ROOMSTREAM_RECLAIM_IDLE_MS": "1500", "ROOMSTREAM_LAG_INTERVAL_S": "0.5"}
+FAST_ENV = {
+    "ROOMSTREAM_RECLAIM_IDLE_MS": "1500",
+    "ROOMSTREAM_LAG_INTERVAL_S": "0.5",
+    # Every transition appended at once: these tests count them (tests/rooms/test_presence_grace.py
+    # covers the grace).
+    "ROOMSTREAM_PRESENCE_GRACE_S": "0",
+}
 
 
 def keys(namespace: str) -> StreamKeys:

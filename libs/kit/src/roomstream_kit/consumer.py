@@ -182,7 +182,7 @@ class LogConsumer:
         consumer: str,
         handler: BatchHandler,
         batch_size: int = 500,
-        poll_ms: int = 100,
+        poll_ms: int = 1000,
         reclaim_idle_ms: int = 30_000,
         max_backoff_s: float = 5.0,
         on_dead_letter: DeadLetterHook | None = None,

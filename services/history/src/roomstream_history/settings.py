@@ -12,7 +12,7 @@ class HistorySettings(CommonSettings):
     # -- persistence (the consumer)
     batch_size: int = Field(default=1000, ge=1, le=10_000)
     """Log entries per read of one shard, written to Postgres in one transaction."""
-    poll_ms: int = Field(default=50, ge=1)
+    poll_ms: int = Field(default=1000, ge=1)
     """How long a shard read blocks waiting for new entries."""
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
     """A dead consumer's pending entries are claimed once they were idle this long."""

@@ -12,7 +12,7 @@ class MonitorSettings(CommonSettings):
     """A node whose last heartbeat is older than this is declared dead (one `node_failed`)."""
     check_interval_s: float = Field(default=1.0, gt=0)
     """How often the dead-node detector looks at the registry."""
-    stats_interval_s: float = Field(default=1.0, gt=0)
+    stats_interval_s: float = Field(default=5.0, gt=0)
     """How often the cluster snapshot behind `/api/stats` and the monitor's gauges is refreshed."""
     rate_window_s: int = Field(default=60, ge=1, le=3600)
     """The window of the message rates (per second, averaged over this many seconds)."""

@@ -50,7 +50,15 @@ def create_app(settings: RoomsSettings) -> Starlette:
         eventlog = EventLog.from_settings(redis, settings)
         read_models = ReadModels(redis, settings.keys)
         applied = AppliedSeqs(pool)
-        projector = Projector(pool, redis, read_models, metrics, eventlog=eventlog, applied=applied)
+        projector = Projector(
+            pool,
+            redis,
+            read_models,
+            metrics,
+            eventlog=eventlog,
+            applied=applied,
+            presence_grace_s=settings.presence_grace_s,
+        )
         verifier = TokenVerifier(settings)
         verifier.cutoff = redis_cutoff(redis, settings.keys)  # revoked tokens: 401
         api = RoomsApi(

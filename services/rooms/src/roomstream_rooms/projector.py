@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 from pydantic import ValidationError
 from roomstream_contracts.codec import decode_envelope
-from roomstream_contracts.events import Envelope
+from roomstream_contracts.events import Envelope, EventKind
 from roomstream_contracts.ids import make_storable, now_ms
 from roomstream_contracts.streams import FIELD_EVENT
 from roomstream_contracts.userstream import is_user_stream
@@ -38,6 +38,7 @@ from roomstream_kit.telemetry import extract_context, inject_context, tracer
 from . import store
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
+from .presence_grace import PresenceGrace
 from .projection import (
     CONNECTION_KINDS,
     ROOM_KINDS,
@@ -46,6 +47,7 @@ from .projection import (
     FailNode,
     OpenConn,
     PresenceInput,
+    PresenceNotice,
     RoomChange,
     conn_change,
     members_touched,
@@ -58,6 +60,9 @@ from .projection import (
 from .readmodels import ReadModels
 
 log = logging.getLogger(__name__)
+
+PRESENCE_APPEND_CHUNK = 50
+"""Presence appends in flight at once (bounded: the Redis pool has a limited size)."""
 _tracer = tracer("roomstream.rooms")
 
 
@@ -99,6 +104,7 @@ class Projector:
         *,
         eventlog: EventLog | None,
         applied: AppliedSeqs | None = None,
+        presence_grace_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.redis = redis
@@ -110,6 +116,10 @@ class Projector:
         self.applied = applied
         self.lock = asyncio.Lock()
         """Serializes every read-model writer of this process (batches and API refills)."""
+        self.grace = PresenceGrace(presence_grace_s)
+        """`offline` notices held for the grace period (`presence_grace`)."""
+        self._grace_timer: asyncio.TimerHandle | None = None
+        self._grace_task: asyncio.Task[None] | None = None
         self.skipped: dict[str, set[int]] = {}
         """Dead-lettered seqs by room known to this process (`load_skipped`, the hook); others'
         are read from Postgres when a gap needs them."""
@@ -219,10 +229,56 @@ class Projector:
                     joined=sorted(members_after - b.members_before),
                 )
             )
-            for notice in notices:
-                await self.eventlog.append(notice_envelope(notice, inject_context()))
-                self.metrics.presence_events.add(1, {"kind": notice.kind.value})
+            now = asyncio.get_running_loop().time()
+            await self._append_notices(self.grace.filter(notices, now))
+            self._arm_grace_timer()
         return b
+
+    async def _append_notices(self, notices: list[PresenceNotice]) -> None:
+        """Append presence events, many in flight at once (one round trip per chunk instead of
+        one per notice: a reconnect storm makes thousands of them)."""
+        assert self.eventlog is not None
+        trace = inject_context()
+        for i in range(0, len(notices), PRESENCE_APPEND_CHUNK):
+            chunk = notices[i : i + PRESENCE_APPEND_CHUNK]
+            await asyncio.gather(*(self.eventlog.append(notice_envelope(n, trace)) for n in chunk))
+            for n in chunk:
+                self.metrics.presence_events.add(1, {"kind": n.kind.value})
+
+    def _arm_grace_timer(self) -> None:
+        """Wake up when the earliest held `offline` is due (one timer, no polling)."""
+        deadline = self.grace.next_deadline()
+        if deadline is None or self._grace_timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._grace_timer = loop.call_at(deadline, self._grace_fire)
+
+    def _grace_fire(self) -> None:
+        self._grace_timer = None
+        if self._grace_task is None or self._grace_task.done():
+            self._grace_task = asyncio.create_task(self.flush_presence(), name="presence-grace")
+
+    async def flush_presence(self) -> None:
+        """Append the `offline`s whose grace is over, for users still without a connection
+        (another rooms instance may have seen them come back), then re-arm the timer."""
+        now = asyncio.get_running_loop().time()
+        due = self.grace.due(now)
+        try:
+            if due:
+                async with self.lock, self.pool.acquire() as conn:
+                    live = await store.live_counts(conn, set(due))
+                    notices = [
+                        PresenceNotice(EventKind.OFFLINE, room, user, 0)
+                        for user, rooms in sorted(due.items())
+                        if live.get(user, 0) == 0
+                        for room in rooms
+                    ]
+                    await self._append_notices(notices)
+        except Exception:
+            # Held again (an `online` meanwhile still cancels them), tried again in a second.
+            log.exception("appending the held offline events failed; retrying in 1 s")
+            self.grace.hold(due, now + 1.0)
+        self._arm_grace_timer()
 
     async def _apply_room(
         self, conn: store.Conn, room: str, last: int, events: list[Envelope], b: _Batch

@@ -13,7 +13,7 @@ class RoomsSettings(CommonSettings):
     port: int = Field(default=8100, ge=0, le=65535)
     batch_size: int = Field(default=500, ge=1, le=10_000)
     """Most log entries read (and applied in one Postgres transaction) at once, per shard."""
-    poll_ms: int = Field(default=100, ge=1)
+    poll_ms: int = Field(default=1000, ge=1)
     """How long one blocking read of a shard waits for new entries."""
     reclaim_idle_ms: int = Field(default=30_000, ge=100)
     """Entries pending this long with another (dead) consumer are claimed and processed here."""
@@ -27,3 +27,6 @@ class RoomsSettings(CommonSettings):
     """Most messages in one `POST /messages` batch (`too_large` beyond)."""
     publish_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Largest request body of the publish API (`too_large` beyond; not read past it)."""
+    presence_grace_s: float = Field(default=5.0, ge=0)
+    """How long an `offline` is held: a user who reconnects within it makes no `offline`/`online`
+    pair (0: none held). The presence read models are never delayed."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import deadletters_cmd, schema_cmd, token_cmd, up
 from .bench.command import add_parser as add_bench_parser
+from .bench.connects import add_parsers as add_connects_parsers
 from .bench.routing import add_parser as add_bench_routing_parser
 
 
@@ -23,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     schema_cmd.add_parser(sub)
     add_bench_parser(sub)
     add_bench_routing_parser(sub)
+    add_connects_parsers(sub)
     deadletters_cmd.add_parser(sub)
     return p
 
