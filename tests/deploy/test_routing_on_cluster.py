@@ -5,14 +5,10 @@ single-Redis tests (tests/support/routing.py), with rooms picked on different ma
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 from roomstream_contracts.streams import StreamKeys
-from roomstream_kit.redis import AnyRedis, connect
+from roomstream_kit.redis import AnyRedis
 from roomstream_kit.settings import CommonSettings
 
 from tests.conftest import Cluster
@@ -25,23 +21,6 @@ from tests.support.routing import (
 )
 
 GATEWAY = "roomstream_gateway"
-
-
-@pytest.fixture
-def settings(redis_cluster: RedisClusterProcesses) -> CommonSettings:
-    return CommonSettings(
-        redis_url=redis_cluster.url,
-        redis_cluster=True,
-        namespace=f"t{uuid.uuid4().hex[:8]}",
-        shards=8,
-    )
-
-
-@pytest.fixture
-async def redis(settings: CommonSettings) -> AsyncIterator[AnyRedis]:
-    client = connect(settings)
-    yield client
-    await client.aclose()
 
 
 def _env(rc: RedisClusterProcesses, settings: CommonSettings) -> dict[str, str]:
@@ -69,29 +48,29 @@ async def test_each_gateway_receives_only_its_rooms_on_a_cluster(
     cluster: Cluster,
     redis_cluster: RedisClusterProcesses,
     settings: CommonSettings,
-    redis: AnyRedis,
+    client: AnyRedis,
 ) -> None:
     env = _env(redis_cluster, settings)
     gateways = [cluster.start(GATEWAY, env=env) for _ in range(4)]
     rooms = _rooms_on_masters(redis_cluster, settings.keys, "route")
-    await only_their_rooms(redis, settings.keys, gateways[:3], gateways[3], rooms)
+    await only_their_rooms(client, settings.keys, gateways[:3], gateways[3], rooms)
 
 
 async def test_races_and_a_killed_connection_on_a_cluster(
     cluster: Cluster,
     redis_cluster: RedisClusterProcesses,
     settings: CommonSettings,
-    redis: AnyRedis,
+    client: AnyRedis,
 ) -> None:
     env = _env(redis_cluster, settings)
     stay, churn = cluster.start(GATEWAY, env=env), cluster.start(GATEWAY, env=env)
     keys = settings.keys
     race, again, heal = _rooms_on_masters(redis_cluster, keys, "r")
-    await join_leave_race(redis, keys, stay, churn, race)
-    await reconnect_race(redis, keys, churn, again)
+    await join_leave_race(client, keys, stay, churn, race)
+    await reconnect_race(client, keys, churn, again)
     port = redis_cluster.slot_owner()[key_slot(keys.channel(heal).encode())]
     node = aioredis.Redis(host="127.0.0.1", port=port)
     try:
-        await killed_pubsub_is_healed(node, redis, keys, stay, heal)
+        await killed_pubsub_is_healed(node, client, keys, stay, heal)
     finally:
         await node.aclose()
