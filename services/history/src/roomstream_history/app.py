@@ -14,9 +14,10 @@ import asyncpg
 import httpx
 from roomstream_kit.auth import service_token
 from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.dependencies import ConsumingService
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.postgres import open_on
 from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
 from roomstream_kit.retry import always, retry
 from roomstream_kit.service import service_app
@@ -60,7 +61,7 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-class HistoryService:
+class HistoryService(ConsumingService):
     def __init__(self, settings: HistorySettings, *, consume: bool = True) -> None:
         self.settings = settings
         self.node = settings.node_name("history")
@@ -75,13 +76,11 @@ class HistoryService:
         self.http = httpx.AsyncClient(
             timeout=5.0, headers={"authorization": f"Bearer {service_token(settings)}"}
         )
-        self.heartbeat = Heartbeat(
+        self.heartbeat = Heartbeat.from_settings(
             self.redis,
-            settings.keys,
+            settings,
             self.node,
             "history",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
             address=f"http://{settings.host}:{settings.port}",
         )
 
@@ -135,26 +134,6 @@ class HistoryService:
             "consumer": self.consumer,
             "history_api": self.api,
         }
-
-    async def stop(self) -> None:
-        await self.life.stop()
-
-    async def ready_redis(self) -> None:
-        await self.redis.ping()
-
-    async def ready_postgres(self) -> None:
-        assert self.pool is not None
-        await ping(self.pool)
-
-    async def ready_dependencies(self) -> None:
-        """Redis and Postgres answer (the consumer's probe before it dead-letters an entry)."""
-        await self.ready_redis()
-        await self.ready_postgres()
-
-    async def consumer_progress(self) -> None:
-        """503 while the consumer's current batch has been failing longer than the bound."""
-        if self.consumer is not None:
-            await self.consumer.consumer_progress()
 
 
 def create_app(settings: HistorySettings | None = None) -> Starlette:

@@ -10,9 +10,10 @@ from typing import Any
 
 import asyncpg
 from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.dependencies import ConsumingService
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.postgres import open_on
 from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
 from roomstream_kit.retry import always, retry
 from roomstream_kit.service import service_app
@@ -35,7 +36,7 @@ GROUP = "hooks"
 MIGRATIONS = "roomstream_hooks.migrations"
 
 
-class HooksService:
+class HooksService(ConsumingService):
     def __init__(self, settings: HooksSettings) -> None:
         self.settings = settings
         self.node = settings.node_name("hooks")
@@ -46,13 +47,11 @@ class HooksService:
         self.consumer: LogConsumer | None = None
         self._consumer_task: asyncio.Task[None] | None = None
         self.life = Lifecycle("hooks", task_stop_s=12.0)  # leadership stops the consumer
-        self.heartbeat = Heartbeat(
+        self.heartbeat = Heartbeat.from_settings(
             self.redis,
-            settings.keys,
+            settings,
             self.node,
             "hooks",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
             address=f"http://{settings.advertised_host()}:{settings.port}",  # monitor scrapes
         )
 
@@ -120,24 +119,6 @@ class HooksService:
         for values, fresh in ((self.metrics.backlog, backlog), (self.metrics.dead, dead)):
             values.clear()
             values.update({e: fresh.get(e, 0) for e in endpoints})
-
-    async def stop(self) -> None:
-        await self.life.stop()
-
-    async def ready_redis(self) -> None:
-        await self.redis.ping()
-
-    async def ready_postgres(self) -> None:
-        assert self.pool is not None
-        await ping(self.pool)
-
-    async def ready_dependencies(self) -> None:
-        await self.ready_redis()
-        await self.ready_postgres()
-
-    async def consumer_progress(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.consumer_progress()
 
 
 def create_app(settings: HooksSettings | None = None) -> Starlette:
