@@ -4,8 +4,8 @@ hooks, rooms): one definition of "my dependencies answer" and "my consumer makes
 `dependencies_ready` is the consumer's probe (before it dead-letters an entry, `LogConsumer`
 checks that the failure is the entry's and not an outage). `ConsumingService` is the base of the
 services that keep their wiring in an object (`HistoryService`, `HooksService`): it holds the
-Redis client, the pool, the consumer and the `Lifecycle`, and gives them the readiness checks
-and `stop()` (in-process runs: tests, benchmarks).
+Redis client, the pool, the consumer and the `Lifecycle`, and gives them the opening of the
+stores (`open_stores`), the readiness checks and `stop()` (in-process runs: tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import asyncpg
 
 from .consumer import LogConsumer
 from .lifecycle import Lifecycle
-from .postgres import ping
-from .redis import AnyRedis
+from .postgres import open_on, ping
+from .redis import AnyRedis, on_lifecycle
+from .telemetry import flush_spans
 
 
 async def dependencies_ready(redis: AnyRedis, pool: asyncpg.Pool) -> None:
@@ -31,6 +32,24 @@ class ConsumingService:
     pool: asyncpg.Pool | None = None
     consumer: LogConsumer | None = None
     life: Lifecycle
+
+    async def open_stores(
+        self,
+        life: Lifecycle | None,
+        database_url: str,
+        service: str,
+        migrations: str,
+        pool_size: int,
+    ) -> tuple[Lifecycle, asyncpg.Pool]:
+        """The first steps of `start(life)`: adopt `life` (default: the service's own), flush the
+        spans at the very end of a stop, close Redis on stop, open the pool and run `migrations`."""
+        life = self.life = life or self.life
+        life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
+        on_lifecycle(life, self.redis)
+        pool = self.pool = await open_on(
+            life, database_url, service, migrations, max_size=pool_size
+        )
+        return life, pool
 
     async def stop(self) -> None:
         await self.life.stop()

@@ -17,11 +17,9 @@ from roomstream_kit.consumer import LogConsumer
 from roomstream_kit.dependencies import ConsumingService
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import open_on
-from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
+from roomstream_kit.redis import AnyRedis, connect
 from roomstream_kit.retry import always, retry
 from roomstream_kit.service import service_app
-from roomstream_kit.telemetry import flush_spans
 from starlette.applications import Starlette
 
 from .access import Access
@@ -88,11 +86,8 @@ class HistoryService(ConsumingService):
         """Open the dependencies and start the tasks on `life` (default: the service's own);
         returns the lifespan state (handlers read `request.state.history_api`)."""
         s = self.settings
-        life = self.life = life or self.life
-        life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
-        on_lifecycle(life, self.redis)
-        pool = self.pool = await open_on(
-            life, s.database_url, "history", MIGRATIONS, max_size=s.pg_pool_size
+        life, pool = await self.open_stores(
+            life, s.database_url, "history", MIGRATIONS, s.pg_pool_size
         )
         life.on_stop("http close", self.http.aclose, 2.0)
         life.check("consumer", self.consumer_progress)  # 503 while a batch is stuck
