@@ -10,12 +10,19 @@ stores (`open_stores`), the readiness checks and `stop()` (in-process runs: test
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import asyncpg
+from opentelemetry.metrics import Counter
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from .consumer import LogConsumer
 from .lifecycle import Lifecycle
 from .postgres import open_on, ping
 from .redis import AnyRedis, on_lifecycle
+from .service import service_app
 from .telemetry import flush_spans
 
 
@@ -32,6 +39,26 @@ class ConsumingService:
     pool: asyncpg.Pool | None = None
     consumer: LogConsumer | None = None
     life: Lifecycle
+
+    async def start(self, life: Lifecycle | None = None) -> dict[str, Any]:
+        """Open the dependencies and start the tasks on `life`; returns the lifespan state."""
+        raise NotImplementedError
+
+    def asgi_app(
+        self,
+        service: str,
+        routes: Sequence[BaseRoute],
+        *,
+        errors: Counter | None = None,
+        lifecycle: Callable[[], Lifecycle] | None = None,
+    ) -> Starlette:
+        """The service's app (`service_app`) with `start` as its lifespan; `app.state.service` is
+        this object (tests and benchmarks reach the running service through it)."""
+        app = service_app(
+            service, routes=routes, start=self.start, errors=errors, lifecycle=lifecycle
+        )
+        app.state.service = self
+        return app
 
     async def open_stores(
         self,

@@ -19,7 +19,6 @@ from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.redis import AnyRedis, connect
 from roomstream_kit.retry import always, retry
-from roomstream_kit.service import service_app
 from starlette.applications import Starlette
 
 from .access import Access
@@ -132,13 +131,5 @@ class HistoryService(ConsumingService):
 
 
 def create_app(settings: HistorySettings | None = None) -> Starlette:
-    settings = settings or HistorySettings()
-    svc = HistoryService(settings)
-    app = service_app(
-        "history",
-        routes=HistoryApi.routes(),
-        start=svc.start,
-        errors=svc.metrics.api_errors,
-    )
-    app.state.service = svc
-    return app
+    svc = HistoryService(settings or HistorySettings())
+    return svc.asgi_app("history", HistoryApi.routes(), errors=svc.metrics.api_errors)

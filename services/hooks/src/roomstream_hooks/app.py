@@ -15,7 +15,6 @@ from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
 from roomstream_kit.redis import AnyRedis, connect
 from roomstream_kit.retry import always, retry
-from roomstream_kit.service import service_app
 from roomstream_kit.shutdown import bounded, cancel_and_wait
 from starlette.applications import Starlette
 
@@ -117,13 +116,7 @@ class HooksService(ConsumingService):
 
 
 def create_app(settings: HooksSettings | None = None) -> Starlette:
-    settings = settings or HooksSettings()
-    svc = HooksService(settings)
-    app = service_app(
-        "hooks",
-        routes=HooksApi.routes(),
-        start=svc.start,
-        lifecycle=lambda: Lifecycle("hooks", task_stop_s=12.0),
+    svc = HooksService(settings or HooksSettings())
+    return svc.asgi_app(
+        "hooks", HooksApi.routes(), lifecycle=lambda: Lifecycle("hooks", task_stop_s=12.0)
     )
-    app.state.service = svc
-    return app
