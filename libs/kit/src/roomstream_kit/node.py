@@ -22,13 +22,16 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roomstream_contracts.events import Envelope, EventKind, NodeStartedData
 from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_contracts.streams import StreamKeys
 
 from .redis import REDIS_DOWN_ERRORS, AnyRedis, redis_unavailable
+
+if TYPE_CHECKING:
+    from .settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,29 @@ class Heartbeat:
         self._claim = redis.register_script(INCARNATION_SCRIPT)
         self._task: asyncio.Task[None] | None = None
         self._cpu_last: tuple[float, float] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        redis: AnyRedis,
+        settings: CommonSettings,
+        node: str,
+        kind: str,
+        *,
+        address: str,
+        stats: Callable[[], dict[str, Any]] | None = None,
+    ) -> Heartbeat:
+        """The heartbeat of a service process: keys, interval and TTL from its settings."""
+        return cls(
+            redis,
+            settings.keys,
+            node,
+            kind,
+            interval_s=settings.heartbeat_interval_s,
+            ttl_s=settings.heartbeat_ttl_s,
+            stats=stats,
+            address=address,
+        )
 
     async def register(self) -> int:
         """Claim this process's incarnation (once; later calls return it)."""

@@ -1,17 +1,26 @@
-"""Running an HTTP service process: uvloop, uvicorn, graceful stop on SIGTERM / SIGINT."""
+"""Running an HTTP service process: uvloop, uvicorn, graceful stop on SIGTERM / SIGINT.
+
+`serve_service` is the whole `main()` of a service process: refuse a development secret, logs and
+telemetry named after the node, the app, then `run_asgi` until stopped (spans flushed at exit)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from .auth import refuse_insecure_secret
+from .logs import setup_logging
+from .settings import CommonSettings
 from .shutdown import arm_shutdown_deadline
+from .telemetry import setup_telemetry, shutdown_telemetry
+
+S = TypeVar("S", bound=CommonSettings)
 
 SHUTDOWN_DEADLINE_S = 30.0
 """Longest a stop may take (uvicorn's graceful timeout is 10 s, then the lifespan shutdown)."""
@@ -52,3 +61,25 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
     else:
         uvloop.run(main)
+
+
+def serve_service(
+    service: str,
+    settings: S,
+    create_app: Callable[[S], ASGIApp],
+    *,
+    before_serve: Callable[[], None] | None = None,
+) -> None:
+    """Run the process of `service` (its node id is `settings.node_name(service)`) serving
+    `create_app(settings)`; `before_serve` runs once the app is built (e.g. `tune_gc`)."""
+    refuse_insecure_secret(settings, service)
+    node = settings.node_name(service)
+    setup_logging(service, node, settings.log_level, settings.log_format)
+    setup_telemetry(service, node)
+    try:
+        app = create_app(settings)
+        if before_serve is not None:
+            before_serve()
+        run_asgi(app, settings.host, settings.port)
+    finally:
+        shutdown_telemetry()  # flush the spans not exported yet

@@ -108,3 +108,15 @@ class CommonSettings(BaseSettings):
     @property
     def keys(self) -> StreamKeys:
         return StreamKeys(namespace=self.namespace, shards=self.shards)
+
+
+class ConsumerSettings(CommonSettings):
+    """The settings of a service that consumes the log with a `LogConsumer` (rooms, history,
+    hooks): how it reads the shards. A service may give `batch_size` its own default."""
+
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    """Log entries per read of one shard, handled (written to Postgres) in one transaction."""
+    poll_ms: int = Field(default=1000, ge=1)
+    """How long a shard read blocks waiting for new entries."""
+    reclaim_idle_ms: int = Field(default=30_000, ge=100)
+    """A dead consumer's pending entries are claimed once they were idle this long."""

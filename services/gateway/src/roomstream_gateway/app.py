@@ -133,13 +133,11 @@ class Gateway:
         if self.router is not None:
             self.router.control = self.tokens.apply
             self.router.control_resumed = self.tokens.recheck
-        self.heartbeat = Heartbeat(
+        self.heartbeat = Heartbeat.from_settings(
             self.redis,
-            self.keys,
+            settings,
             self.node,
             "gateway",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
             stats=self._stats,
             address=f"ws://{_url_host(settings.advertised_host())}:{settings.port}/ws",
         )

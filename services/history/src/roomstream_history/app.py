@@ -14,13 +14,11 @@ import asyncpg
 import httpx
 from roomstream_kit.auth import service_token
 from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.dependencies import ConsumingService
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import open_on, ping
-from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
+from roomstream_kit.redis import AnyRedis, connect
 from roomstream_kit.retry import always, retry
-from roomstream_kit.service import service_app
-from roomstream_kit.telemetry import flush_spans
 from starlette.applications import Starlette
 
 from .access import Access
@@ -60,7 +58,7 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-class HistoryService:
+class HistoryService(ConsumingService):
     def __init__(self, settings: HistorySettings, *, consume: bool = True) -> None:
         self.settings = settings
         self.node = settings.node_name("history")
@@ -75,13 +73,11 @@ class HistoryService:
         self.http = httpx.AsyncClient(
             timeout=5.0, headers={"authorization": f"Bearer {service_token(settings)}"}
         )
-        self.heartbeat = Heartbeat(
+        self.heartbeat = Heartbeat.from_settings(
             self.redis,
-            settings.keys,
+            settings,
             self.node,
             "history",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
             address=f"http://{settings.host}:{settings.port}",
         )
 
@@ -89,11 +85,8 @@ class HistoryService:
         """Open the dependencies and start the tasks on `life` (default: the service's own);
         returns the lifespan state (handlers read `request.state.history_api`)."""
         s = self.settings
-        life = self.life = life or self.life
-        life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
-        on_lifecycle(life, self.redis)
-        pool = self.pool = await open_on(
-            life, s.database_url, "history", MIGRATIONS, max_size=s.pg_pool_size
+        life, pool = await self.open_stores(
+            life, s.database_url, "history", MIGRATIONS, s.pg_pool_size
         )
         life.on_stop("http close", self.http.aclose, 2.0)
         life.check("consumer", self.consumer_progress)  # 503 while a batch is stuck
@@ -136,35 +129,7 @@ class HistoryService:
             "history_api": self.api,
         }
 
-    async def stop(self) -> None:
-        await self.life.stop()
-
-    async def ready_redis(self) -> None:
-        await self.redis.ping()
-
-    async def ready_postgres(self) -> None:
-        assert self.pool is not None
-        await ping(self.pool)
-
-    async def ready_dependencies(self) -> None:
-        """Redis and Postgres answer (the consumer's probe before it dead-letters an entry)."""
-        await self.ready_redis()
-        await self.ready_postgres()
-
-    async def consumer_progress(self) -> None:
-        """503 while the consumer's current batch has been failing longer than the bound."""
-        if self.consumer is not None:
-            await self.consumer.consumer_progress()
-
 
 def create_app(settings: HistorySettings | None = None) -> Starlette:
-    settings = settings or HistorySettings()
-    svc = HistoryService(settings)
-    app = service_app(
-        "history",
-        routes=HistoryApi.routes(),
-        start=svc.start,
-        errors=svc.metrics.api_errors,
-    )
-    app.state.service = svc
-    return app
+    svc = HistoryService(settings or HistorySettings())
+    return svc.asgi_app("history", HistoryApi.routes(), errors=svc.metrics.api_errors)

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from pydantic import Field
-from roomstream_kit.settings import CommonSettings
+from roomstream_kit.settings import ConsumerSettings
 
 
-class HistorySettings(CommonSettings):
+class HistorySettings(ConsumerSettings):
     port: int = Field(default=8200, ge=0, le=65535)
 
     # -- persistence (the consumer)
     batch_size: int = Field(default=1000, ge=1, le=10_000)
-    """Log entries per read of one shard, written to Postgres in one transaction."""
-    poll_ms: int = Field(default=1000, ge=1)
-    """How long a shard read blocks waiting for new entries."""
-    reclaim_idle_ms: int = Field(default=30_000, ge=100)
-    """A dead consumer's pending entries are claimed once they were idle this long."""
+    """Log entries per read of one shard, written to Postgres in one transaction (the
+    consumer's other settings: `ConsumerSettings`)."""
     pg_pool_size: int = Field(default=12, ge=2)
     redis_max_connections: int = Field(default=2000, ge=10)
     """Bound of this process's Redis connection pool."""

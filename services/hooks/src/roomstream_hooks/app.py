@@ -10,14 +10,12 @@ from typing import Any
 
 import asyncpg
 from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.dependencies import ConsumingService
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import open_on, ping
-from roomstream_kit.redis import AnyRedis, connect, on_lifecycle
+from roomstream_kit.redis import AnyRedis, connect
 from roomstream_kit.retry import always, retry
-from roomstream_kit.service import service_app
 from roomstream_kit.shutdown import bounded, cancel_and_wait
-from roomstream_kit.telemetry import flush_spans
 from starlette.applications import Starlette
 
 from .api import HooksApi
@@ -35,7 +33,7 @@ GROUP = "hooks"
 MIGRATIONS = "roomstream_hooks.migrations"
 
 
-class HooksService:
+class HooksService(ConsumingService):
     def __init__(self, settings: HooksSettings) -> None:
         self.settings = settings
         self.node = settings.node_name("hooks")
@@ -46,13 +44,11 @@ class HooksService:
         self.consumer: LogConsumer | None = None
         self._consumer_task: asyncio.Task[None] | None = None
         self.life = Lifecycle("hooks", task_stop_s=12.0)  # leadership stops the consumer
-        self.heartbeat = Heartbeat(
+        self.heartbeat = Heartbeat.from_settings(
             self.redis,
-            settings.keys,
+            settings,
             self.node,
             "hooks",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
             address=f"http://{settings.advertised_host()}:{settings.port}",  # monitor scrapes
         )
 
@@ -60,11 +56,8 @@ class HooksService:
         """Open the dependencies and start the tasks on `life` (default: the service's own);
         returns the lifespan state (handlers read `request.state.hooks_api`)."""
         s = self.settings
-        life = self.life = life or self.life
-        life.on_stop("flush spans", flush_spans, 2.0)  # registered first: runs last
-        on_lifecycle(life, self.redis)
-        pool = self.pool = await open_on(
-            life, s.database_url, "hooks", MIGRATIONS, max_size=s.pg_pool_size
+        life, pool = await self.open_stores(
+            life, s.database_url, "hooks", MIGRATIONS, s.pg_pool_size
         )
         life.check("consumer", self.consumer_progress)
         self.store = HooksStore(pool)
@@ -121,33 +114,9 @@ class HooksService:
             values.clear()
             values.update({e: fresh.get(e, 0) for e in endpoints})
 
-    async def stop(self) -> None:
-        await self.life.stop()
-
-    async def ready_redis(self) -> None:
-        await self.redis.ping()
-
-    async def ready_postgres(self) -> None:
-        assert self.pool is not None
-        await ping(self.pool)
-
-    async def ready_dependencies(self) -> None:
-        await self.ready_redis()
-        await self.ready_postgres()
-
-    async def consumer_progress(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.consumer_progress()
-
 
 def create_app(settings: HooksSettings | None = None) -> Starlette:
-    settings = settings or HooksSettings()
-    svc = HooksService(settings)
-    app = service_app(
-        "hooks",
-        routes=HooksApi.routes(),
-        start=svc.start,
-        lifecycle=lambda: Lifecycle("hooks", task_stop_s=12.0),
+    svc = HooksService(settings or HooksSettings())
+    return svc.asgi_app(
+        "hooks", HooksApi.routes(), lifecycle=lambda: Lifecycle("hooks", task_stop_s=12.0)
     )
-    app.state.service = svc
-    return app

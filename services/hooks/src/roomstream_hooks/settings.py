@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from pydantic import Field
-from roomstream_kit.settings import CommonSettings
+from roomstream_kit.settings import ConsumerSettings
 
 
-class HooksSettings(CommonSettings):
+class HooksSettings(ConsumerSettings):
     port: int = Field(default=8400, ge=0, le=65535)
 
-    # -- the consumer (log → per-endpoint outbox)
-    batch_size: int = Field(default=500, ge=1, le=10_000)
-    """Log entries per read of one shard, written to the outbox in one transaction."""
-    poll_ms: int = Field(default=1000, ge=1)
-    """How long a shard read blocks waiting for new entries."""
-    reclaim_idle_ms: int = Field(default=30_000, ge=100)
-    """A dead consumer's pending entries are claimed once they were idle this long."""
+    # -- the consumer (log → per-endpoint outbox): `batch_size`, `poll_ms`, `reclaim_idle_ms`
+    # from `ConsumerSettings`
     pg_pool_size: int = Field(default=10, ge=2)
 
     # -- endpoints

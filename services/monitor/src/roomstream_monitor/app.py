@@ -58,14 +58,8 @@ def create_app(settings: MonitorSettings) -> Starlette:
         consumer = LogConsumer(
             settings, redis, group=CONSUMER_GROUP, consumer=node, handler=counter.handle
         )
-        heartbeat = Heartbeat(
-            redis,
-            settings.keys,
-            node,
-            KIND,
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
-            address=f"{settings.host}:{settings.port}",
+        heartbeat = Heartbeat.from_settings(
+            redis, settings, node, KIND, address=f"{settings.host}:{settings.port}"
         )
         life.on_stop("heartbeat deregister", heartbeat.deregister, 3.0)
         life.on_stop("consumer stop", consumer.stop, 11.0)

@@ -8,11 +8,12 @@ from typing import Any
 
 from roomstream_kit.auth import TokenVerifier, redis_cutoff
 from roomstream_kit.consumer import LogConsumer
+from roomstream_kit.dependencies import dependencies_ready
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.lag import consumer_lag
 from roomstream_kit.lifecycle import Lifecycle
 from roomstream_kit.node import Heartbeat
-from roomstream_kit.postgres import open_on, ping
+from roomstream_kit.postgres import open_on
 from roomstream_kit.redis import connect, on_lifecycle
 from roomstream_kit.service import service_app
 from starlette.applications import Starlette
@@ -43,10 +44,6 @@ def create_app(settings: RoomsSettings) -> Starlette:
         pool = await open_on(life, settings.database_url, "rooms", MIGRATIONS, wait=False)
         redis = on_lifecycle(life, connect(settings))
 
-        async def dependencies() -> None:
-            await redis.ping()
-            await ping(pool)
-
         eventlog = EventLog.from_settings(redis, settings)
         read_models = ReadModels(redis, settings.keys)
         applied = AppliedSeqs(pool)
@@ -76,14 +73,8 @@ def create_app(settings: RoomsSettings) -> Starlette:
         )
         publish = publish_api(settings, node, redis, pool, verifier, metrics)
         life.on_stop("history client close", publish.history.aclose, 2.0)
-        heartbeat = Heartbeat(
-            redis,
-            settings.keys,
-            node,
-            "rooms",
-            interval_s=settings.heartbeat_interval_s,
-            ttl_s=settings.heartbeat_ttl_s,
-            address=f"http://{settings.host}:{settings.port}",
+        heartbeat = Heartbeat.from_settings(
+            redis, settings, node, "rooms", address=f"http://{settings.host}:{settings.port}"
         )
         life.on_stop("heartbeat deregister", heartbeat.deregister, 3.0)
         user_events = UserEventsApi(verifier=verifier, eventlog=eventlog)
@@ -101,7 +92,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
             poll_ms=settings.poll_ms,
             reclaim_idle_ms=settings.reclaim_idle_ms,
             on_dead_letter=projector.skip_dead_letter,
-            probe=dependencies,
+            probe=lambda: dependencies_ready(redis, pool),
         )
         life.on_stop("consumer stop", lambda: consumer.stop(timeout_s=6.0), 7.0)
         await consumer.start()
