@@ -14,16 +14,18 @@ import httpx
 import redis.asyncio as aioredis
 
 from tests.conftest import make_token, service_token
-from tests.gateway.helpers import client, create_room, events_of, keys, poll, request
+from tests.gateway.helpers import (
+    client,
+    create_room,
+    events_of,
+    keys,
+    poll,
+    request,
+    send_acked,
+)
 from tests.support.processes import free_port
 
 GATEWAY = "roomstream_gateway"
-
-
-async def _send(ws, room: str, text: str) -> dict:
-    ack = await request(ws, {"type": "send", "room": room, "text": text, "id": text})
-    assert ack["type"] == "ack", ack
-    return ack
 
 
 async def test_replay_and_edit_past_the_recent_buffer_use_history(cluster, namespace, redis_client):
@@ -32,7 +34,7 @@ async def test_replay_and_edit_past_the_recent_buffer_use_history(cluster, names
     gw = cluster.start(GATEWAY, env={"ROOMSTREAM_HISTORY_URL": history.url})
     alice, _ = await client(gw.ws_url, "alice")
     for i in range(10):
-        await _send(alice, "main", f"m{i}")  # seqs 2..11
+        await send_acked(alice, "main", f"m{i}")  # seqs 2..11
 
     async def persisted() -> bool:
         async with httpx.AsyncClient(
@@ -112,7 +114,7 @@ async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_pa
         gw = cluster.start(GATEWAY, env={"REDIS_URL": url})
         alice, _ = await client(gw.ws_url, "alice")
         bob, _ = await client(gw.ws_url, "bob")
-        await _send(alice, "main", "before")
+        await send_acked(alice, "main", "before")
         (ev,) = await events_of(bob, "main", 1)
         assert ev["data"]["text"] == "before"
 
@@ -162,7 +164,7 @@ async def test_join_asks_the_rooms_api_when_the_read_model_lacks_the_room(
     dora, _ = await client(gw.ws_url, "dora")
     joined = await request(dora, {"type": "join", "room": "api-room"})
     assert joined["type"] == "joined" and joined["seq"] >= 2, joined
-    ack = await _send(dora, "api-room", "hello api room")
+    ack = await send_acked(dora, "api-room", "hello api room")
     (ev,) = await events_of(dora, "api-room", 1)
     assert ev["seq"] == ack["seq"] == joined["seq"] + 1
     missing = await request(dora, {"type": "join", "room": "no-such-room"})
