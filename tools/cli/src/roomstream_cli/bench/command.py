@@ -29,6 +29,7 @@ from roomstream_kit.redis import text
 from ..common import jwt_secret, stream_keys
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
 from . import procstat, publish, publish_hook, services
+from .nodes import live_pids_by_kind, node_records
 from .plumbing import (
     add_json_arg,
     add_redis_args,
@@ -191,17 +192,7 @@ async def _node_record_pids(
     redis: aioredis.Redis, namespace: str, kind: bytes = b"gateway"
 ) -> list[int]:
     """Pids of the live processes of `kind` in the node records."""
-    keys = stream_keys(namespace)
-    pids = []
-    nodes: Any = await redis.zrange(keys.nodes(), 0, -1)
-    for node in nodes:
-        name = text(node)
-        record = await redis.hgetall(keys.node(name))
-        if record.get(b"kind") == kind and record.get(b"pid"):
-            pid = int(record[b"pid"])
-            if procstat.alive(pid):
-                pids.append(pid)
-    return sorted(set(pids))
+    return live_pids_by_kind(await node_records(redis, namespace)).get(text(kind), [])
 
 
 def worker_share(

@@ -27,11 +27,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from roomstream_kit.redis import text
 
-from ..common import stream_keys
 from . import plumbing, procstat
 from .command import _create_rooms, worker_share
+from .nodes import live_pids_by_kind, node_records
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,19 +80,11 @@ def run_idle(args: argparse.Namespace) -> int:
 
 async def node_pids(redis_url: str, namespace: str) -> dict[str, list[int]]:
     """The live pids of the node records, by kind (gateway, rooms, history, …)."""
-    keys = stream_keys(namespace)
     redis = aioredis.Redis.from_url(redis_url)
-    found: dict[str, set[int]] = {}
     try:
-        for node in await redis.zrange(keys.nodes(), 0, -1):
-            name = node.decode() if isinstance(node, bytes) else str(node)
-            record = await redis.hgetall(keys.node(name))
-            pid = int(record.get(b"pid") or 0)
-            if pid and procstat.alive(pid):
-                found.setdefault(text(record.get(b"kind") or b"?"), set()).add(pid)
+        return live_pids_by_kind(await node_records(redis, namespace))
     finally:
         await redis.aclose()
-    return {kind: sorted(pids) for kind, pids in sorted(found.items())}
 
 
 def _cpu_by_kind(by_kind: dict[str, list[int]]) -> dict[str, float]:

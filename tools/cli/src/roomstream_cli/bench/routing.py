@@ -33,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from ..common import stream_keys, token
 from ..rooms import create_room_direct
 from . import plumbing, procstat
+from .nodes import node_records
 from .plumbing import add_redis_args, split_urls
 
 
@@ -180,12 +181,9 @@ async def _publish(log: EventLog, rooms: list[str], rate: float, duration: float
 
 async def _pids(redis: aioredis.Redis, namespace: str, urls: list[str]) -> dict[str, int]:
     """Gateway URL → pid, from the node records (`address`, `pid`)."""
-    keys = stream_keys(namespace)
     for _ in range(40):
         found: dict[str, int] = {}
-        nodes: Any = await redis.zrange(keys.nodes(), 0, -1)
-        for node in nodes:
-            record: Any = await redis.hgetall(keys.node(node.decode()))
+        for record in await node_records(redis, namespace):
             address = record.get(b"address", b"").decode()
             port = address.rsplit(":", 1)[-1].split("/")[0]
             for url in urls:
