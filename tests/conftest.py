@@ -120,6 +120,18 @@ class Cluster:
         self.procs.append(proc)
         return proc.start()
 
+    def gateway(
+        self, node_id: str, env: dict[str, str] | None = None, *, ready_path: str = "/readyz"
+    ) -> ServiceProcess:
+        """A gateway whose node id and process name are `node_id` (its node record and log
+        file), with `env` on top of the cluster's."""
+        return self.start(
+            "roomstream_gateway",
+            env={**(env or {}), "ROOMSTREAM_NODE_ID": node_id},
+            name=node_id,
+            ready_path=ready_path,
+        )
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()

@@ -119,6 +119,13 @@ async def request(ws: ClientConnection, frame: dict[str, Any]) -> dict[str, Any]
             _backlog.setdefault(ws, deque()).extend(skipped)
 
 
+async def send_acked(ws: ClientConnection, room: str, text: str) -> dict[str, Any]:
+    """`send` of `text` to `room` (client id = `text`); its `ack` (asserted: not an `error`)."""
+    ack = await request(ws, {"type": "send", "room": room, "text": text, "id": text})
+    assert ack["type"] == "ack", ack
+    return ack
+
+
 async def recv_until(
     ws: ClientConnection, pred: Callable[[dict[str, Any]], bool], within_s: float = DEADLINE_S
 ) -> list[dict[str, Any]]:

@@ -4,26 +4,24 @@ Redis outage (its own redis-server): `unavailable` meanwhile, nothing lost after
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
 
 from tests.conftest import make_token, service_token
-from tests.gateway.helpers import client, create_room, events_of, keys, poll, request
-from tests.support.processes import free_port
+from tests.gateway.helpers import (
+    client,
+    create_room,
+    events_of,
+    keys,
+    poll,
+    request,
+    send_acked,
+)
+from tests.support.redis_server import OwnRedis
 
 GATEWAY = "roomstream_gateway"
-
-
-async def _send(ws, room: str, text: str) -> dict:
-    ack = await request(ws, {"type": "send", "room": room, "text": text, "id": text})
-    assert ack["type"] == "ack", ack
-    return ack
 
 
 async def test_replay_and_edit_past_the_recent_buffer_use_history(cluster, namespace, redis_client):
@@ -32,7 +30,7 @@ async def test_replay_and_edit_past_the_recent_buffer_use_history(cluster, names
     gw = cluster.start(GATEWAY, env={"ROOMSTREAM_HISTORY_URL": history.url})
     alice, _ = await client(gw.ws_url, "alice")
     for i in range(10):
-        await _send(alice, "main", f"m{i}")  # seqs 2..11
+        await send_acked(alice, "main", f"m{i}")  # seqs 2..11
 
     async def persisted() -> bool:
         async with httpx.AsyncClient(
@@ -71,40 +69,11 @@ async def test_replay_and_edit_past_the_recent_buffer_use_history(cluster, names
     await bob.close()
 
 
-def _start_redis(port: int, data_dir: Path) -> subprocess.Popen:
-    """Our own redis-server, persisting to `data_dir` (AOF) so that a restart keeps the log."""
-    proc = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(data_dir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError("redis-server did not start")
-
-
 async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_path):
-    port = free_port()
-    server = _start_redis(port, tmp_path)
-    url = f"redis://127.0.0.1:{port}/0"
+    # Our own redis-server, persisting every write (AOF) so that a restart keeps the log.
+    server = OwnRedis(tmp_path, extra=["--appendfsync", "always"])
+    server.start()
+    url = server.url
     own = aioredis.Redis.from_url(url)
     try:
         await create_room(own, namespace, "main", "alice", members=["bob"])
@@ -112,12 +81,11 @@ async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_pa
         gw = cluster.start(GATEWAY, env={"REDIS_URL": url})
         alice, _ = await client(gw.ws_url, "alice")
         bob, _ = await client(gw.ws_url, "bob")
-        await _send(alice, "main", "before")
+        await send_acked(alice, "main", "before")
         (ev,) = await events_of(bob, "main", 1)
         assert ev["data"]["text"] == "before"
 
-        server.terminate()
-        server.wait(10)
+        server.stop()
         down = await request(alice, {"type": "send", "room": "main", "text": "x", "id": "down"})
         assert (down["type"], down["code"]) == ("error", "unavailable")
         async with httpx.AsyncClient() as http:
@@ -125,7 +93,7 @@ async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_pa
         # The sockets stay open meanwhile.
         assert (await request(bob, {"type": "ping"}))["type"] == "pong"
 
-        server = _start_redis(port, tmp_path)
+        server.start()
         ack: dict = {}
         deadline = time.monotonic() + 30
         while ack.get("type") != "ack":
@@ -143,8 +111,7 @@ async def test_redis_outage_unavailable_then_recovers(cluster, namespace, tmp_pa
         await alice.close()
         await bob.close()
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop()
 
 
 async def test_join_asks_the_rooms_api_when_the_read_model_lacks_the_room(
@@ -162,7 +129,7 @@ async def test_join_asks_the_rooms_api_when_the_read_model_lacks_the_room(
     dora, _ = await client(gw.ws_url, "dora")
     joined = await request(dora, {"type": "join", "room": "api-room"})
     assert joined["type"] == "joined" and joined["seq"] >= 2, joined
-    ack = await _send(dora, "api-room", "hello api room")
+    ack = await send_acked(dora, "api-room", "hello api room")
     (ev,) = await events_of(dora, "api-room", 1)
     assert ev["seq"] == ack["seq"] == joined["seq"] + 1
     missing = await request(dora, {"type": "join", "room": "no-such-room"})

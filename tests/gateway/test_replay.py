@@ -15,15 +15,10 @@ from tests.gateway.helpers import (
     keys,
     recv,
     request,
+    send_acked,
 )
 
 GATEWAY = "roomstream_gateway"
-
-
-async def _send(ws, room: str, text: str) -> dict:
-    ack = await request(ws, {"type": "send", "room": room, "text": text, "id": text})
-    assert ack["type"] == "ack", ack
-    return ack
 
 
 async def test_join_since_replays_missed_then_live_without_dup(cluster, namespace, redis_client):
@@ -34,14 +29,14 @@ async def test_join_since_replays_missed_then_live_without_dup(cluster, namespac
     alice, _ = await client(a.ws_url, "alice")
     bob, _ = await client(b.ws_url, "bob")
     for i in range(3):
-        await _send(alice, "main", f"before-{i}")
+        await send_acked(alice, "main", f"before-{i}")
     seen = await events_of(bob, "main", 3)
     last = seen[-1]["seq"]
     assert last == 4
     await bob.close()
 
     for i in range(5):
-        await _send(alice, "main", f"missed-{i}")
+        await send_acked(alice, "main", f"missed-{i}")
     bob, welcome = await client(a.ws_url, "bob")  # the other gateway this time
     assert welcome["rooms"]["main"]["seq"] == last + 5
     joined = await request(bob, {"type": "join", "room": "main", "since": last})
@@ -50,7 +45,7 @@ async def test_join_since_replays_missed_then_live_without_dup(cluster, namespac
     missed = await events_of(bob, "main", 5)
     assert [e["seq"] for e in missed] == list(range(last + 1, last + 6))
     assert [e["data"]["text"] for e in missed] == [f"missed-{i}" for i in range(5)]
-    await _send(alice, "main", "live")
+    await send_acked(alice, "main", "live")
     (live,) = await events_of(bob, "main", 1)
     assert live["seq"] == last + 6
 
@@ -62,7 +57,7 @@ async def test_join_since_replays_missed_then_live_without_dup(cluster, namespac
 
     async def talk(tag: str) -> None:
         for i in range(40):
-            await _send(alice, "main", f"{tag}-{i}")
+            await send_acked(alice, "main", f"{tag}-{i}")
 
     talker = asyncio.create_task(talk("seam"))
     await asyncio.sleep(0.05)
@@ -107,7 +102,7 @@ async def test_replay_needing_history_is_unavailable_without_it(cluster, namespa
     gw = cluster.start(GATEWAY, env={"ROOMSTREAM_HISTORY_URL": "http://127.0.0.1:9"})
     alice, _ = await client(gw.ws_url, "alice")
     for i in range(6):
-        await _send(alice, "main", f"m{i}")
+        await send_acked(alice, "main", f"m{i}")
     # The recent buffer lost seqs 2..4 (as capping does): they must come from history.
     await redis_client.xtrim(keys(namespace).recent("main"), minid="5-0", approximate=False)
     await alice.close()
@@ -139,17 +134,17 @@ async def test_membership_events_subscribe_and_unsubscribe_live_sockets(
     )
     (joined,) = await events_of(carol, "main", 1, kind="member_joined")
     assert joined["seq"] == seq and joined["user"] == "carol"
-    await _send(alice, "main", "welcome carol")
+    await send_acked(alice, "main", "welcome carol")
     (msg,) = await events_of(carol, "main", 1)
     assert msg["data"]["text"] == "welcome carol"
-    assert (await _send(carol, "main", "thanks"))["seq"] == seq + 2
+    assert (await send_acked(carol, "main", "thanks"))["seq"] == seq + 2
 
     # Removed: carol gets member_left, then nothing more of the room.
     await append_member_event(redis_client, namespace, "main", "carol", EventKind.MEMBER_LEFT)
     (left,) = await events_of(carol, "main", 1, kind="member_left")
     assert left["user"] == "carol"
-    await _send(alice, "main", "secret stuff")
-    await _send(alice, "other", "marker")
+    await send_acked(alice, "main", "secret stuff")
+    await send_acked(alice, "other", "marker")
     frames = []
     while True:
         frame = await recv(carol)

@@ -10,12 +10,13 @@ from typing import Any
 import httpx
 import redis.asyncio as aioredis
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.ids import new_event_id
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.eventlog import EventLog, RoomCheck
 
 from tests.conftest import Cluster, service_token
 from tests.support import rooms as support_rooms
+from tests.support.events import envelope
 from tests.support.processes import ServiceProcess
 
 FAST = {
@@ -76,14 +77,7 @@ class Log:
         await support_rooms.create_room(self.redis, self.keys, room, "alice")
 
     async def send(self, room: str, text: str) -> Envelope:
-        env = Envelope(
-            id=new_event_id(),
-            kind=EventKind.MESSAGE,
-            room=room,
-            user="alice",
-            ts=now_ms(),
-            data={"text": text, "client_id": new_event_id()},
-        )
+        env = envelope(EventKind.MESSAGE, room, "alice", text=text, client_id=new_event_id())
         result = await self.log.append(env, room_check=RoomCheck.EXISTS)
         assert result.ok, result
         return env

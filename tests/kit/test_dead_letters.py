@@ -16,13 +16,14 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 from roomstream_contracts.events import Envelope, EventKind
-from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.ids import new_event_id
 from roomstream_contracts.streams import FIELD_EVENT, FIELD_KIND, FIELD_ROOM
 from roomstream_kit.consumer import LogConsumer, LogEntry
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.settings import CommonSettings
 
 from tests.conftest import REDIS_URL
+from tests.support.events import envelope
 
 GROUP = "dltest"
 ROOM = "poison-room"
@@ -40,14 +41,7 @@ def settings_of(namespace: str) -> CommonSettings:
 
 
 def message(text: str) -> Envelope:
-    return Envelope(
-        id=new_event_id(),
-        kind=EventKind.MESSAGE,
-        room=ROOM,
-        user="ann",
-        ts=now_ms(),
-        data={"text": text, "client_id": new_event_id()},
-    )
+    return envelope(EventKind.MESSAGE, ROOM, "ann", text=text, client_id=new_event_id())
 
 
 async def until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str) -> None:

@@ -36,18 +36,8 @@ async def test_sigkill_gives_one_node_failed_and_sigterm_none(
 ) -> None:
     rooms = cluster.start("roomstream_rooms", name="rooms")
     gw_env = {"ROOMSTREAM_ROOMS_URL": rooms.url}
-    gw_a = cluster.start(
-        "roomstream_gateway",
-        env={**gw_env, "ROOMSTREAM_NODE_ID": "gw-a"},
-        name="gw-a",
-        ready_path="/healthz",
-    )
-    gw_b = cluster.start(
-        "roomstream_gateway",
-        env={**gw_env, "ROOMSTREAM_NODE_ID": "gw-b"},
-        name="gw-b",
-        ready_path="/healthz",
-    )
+    gw_a = cluster.gateway("gw-a", gw_env, ready_path="/healthz")
+    gw_b = cluster.gateway("gw-b", gw_env, ready_path="/healthz")
     monitors = [
         cluster.start(
             "roomstream_monitor",

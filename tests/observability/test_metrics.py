@@ -26,18 +26,8 @@ async def test_every_service_metrics_move_with_traffic(cluster: Cluster) -> None
         "ROOMSTREAM_SEND_BURST": "5",
         "ROOMSTREAM_SEND_RATE_PER_S": "0.5",
     }
-    gw_a = cluster.start(
-        "roomstream_gateway",
-        env={**gw_env, "ROOMSTREAM_NODE_ID": "gw-a"},
-        name="gw-a",
-        ready_path="/healthz",
-    )
-    gw_b = cluster.start(
-        "roomstream_gateway",
-        env={**gw_env, "ROOMSTREAM_NODE_ID": "gw-b"},
-        name="gw-b",
-        ready_path="/healthz",
-    )
+    gw_a = cluster.gateway("gw-a", gw_env, ready_path="/healthz")
+    gw_b = cluster.gateway("gw-b", gw_env, ready_path="/healthz")
     monitor = cluster.start("roomstream_monitor", name="monitor")
     services = {"rooms": rooms, "history": history, "gw-a": gw_a, "gw-b": gw_b, "monitor": monitor}
     await wait_for(lambda: stats(monitor.url), what="a monitor snapshot")

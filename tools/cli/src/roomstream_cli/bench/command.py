@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -27,16 +26,21 @@ import orjson
 import redis.asyncio as aioredis
 from roomstream_kit.redis import text
 
-from ..common import (
-    DEFAULT_REDIS_URL,
-    env_namespace,
-    env_redis_url,
-    env_rooms_url,
-    jwt_secret,
-    stream_keys,
-)
+from ..common import jwt_secret, stream_keys
 from ..rooms import RoomsApiUnavailable, create_room_api, create_room_direct
 from . import procstat, publish, publish_hook, services
+from .nodes import live_pids_by_kind, node_records
+from .plumbing import (
+    add_json_arg,
+    add_redis_args,
+    log,
+    read_line,
+    reap,
+    run_loop,
+    send_line,
+    split_urls,
+    start_worker,
+)
 from .stats import Histogram
 
 
@@ -62,11 +66,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=int, default=2, help="load-generator processes (2)")
     p.add_argument("--room-prefix", default="bench", help="rooms PREFIX-0 … PREFIX-(R-1)")
     p.add_argument("--user-prefix", default="bench", help="users PREFIX-u0 …")
-    p.add_argument("--rooms-url", default=env_rooms_url() or "")
-    p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
-    p.add_argument("--namespace", default=env_namespace())
+    add_redis_args(p, rooms_url=True)
     p.add_argument("--gateway-pids", default="", help="comma-separated; default: node records")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json_arg(p)
     p.set_defaults(func=run)
     family = p.add_subparsers(
         dest="bench",
@@ -110,20 +112,11 @@ class Result:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvloop
-
-        return uvloop.run(_bench(args))
-    except ImportError:  # pragma: no cover
-        return asyncio.run(_bench(args))
-
-
-def _log(line: str) -> None:
-    print(f"bench: {line}", file=sys.stderr, flush=True)
+    return run_loop(_bench(args))
 
 
 async def _bench(args: argparse.Namespace) -> int:
-    urls = [u.strip() for u in args.urls.split(",") if u.strip()]
+    urls = split_urls(args.urls)
     rooms = [f"{args.room_prefix}-{i}" for i in range(args.rooms)]
     workers = max(1, min(args.workers, args.clients))
     redis = aioredis.Redis.from_url(args.redis_url)
@@ -133,15 +126,15 @@ async def _bench(args: argparse.Namespace) -> int:
     finally:
         await redis.aclose()
     if not pids:
-        _log("no gateway process found: CPU and RSS figures are left out (see --gateway-pids)")
-    rss_before = _rss(pids)
+        log("no gateway process found: CPU and RSS figures are left out (see --gateway-pids)")
+    rss_before = procstat.total_rss_kb(pids)
 
     procs = [await _start_worker(args, urls, rooms, w, workers) for w in range(workers)]
     try:
-        ready = sum([int((await _read(p, 600))["ready"]) for p in procs])
-        _log(f"{ready} clients connected and joined over {len(urls)} gateway(s)")
+        ready = sum([int((await read_line(p, 600))["ready"]) for p in procs])
+        log(f"{ready} clients connected and joined over {len(urls)} gateway(s)")
         await asyncio.sleep(1.0)  # let the joins' fan-out settle before measuring memory
-        rss_after = _rss(pids)
+        rss_after = procstat.total_rss_kb(pids)
         now = time.time()
         schedule = {
             "start": now + 0.5,
@@ -149,20 +142,14 @@ async def _bench(args: argparse.Namespace) -> int:
             "measure_end": now + 0.5 + args.warmup + args.duration,
             "drain_end": now + 0.5 + args.warmup + args.duration + args.drain,
         }
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write(orjson.dumps(schedule) + b"\n")
-            await p.stdin.drain()
+        await send_line(procs, schedule)
         await asyncio.sleep(max(0.0, schedule["measure_start"] - time.time()))
-        cpu_start = _cpu(pids)
+        cpu_start = procstat.total_cpu_seconds(pids)
         await asyncio.sleep(max(0.0, schedule["measure_end"] - time.time()))
-        cpu_end = _cpu(pids)
-        reports = [await _read(p, args.drain + 120) for p in procs]
+        cpu_end = procstat.total_cpu_seconds(pids)
+        reports = [await read_line(p, args.drain + 120) for p in procs]
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-            await p.wait()
+        await reap(procs)
 
     result = _summarize(
         args, rooms, ready, reports, pids, rss_before, rss_after, cpu_start, cpu_end
@@ -182,7 +169,7 @@ async def _create_rooms(redis: aioredis.Redis, args: argparse.Namespace, rooms: 
                 await create_room_api(args.rooms_url, room, room, secret)
                 continue
             except RoomsApiUnavailable as exc:
-                _log(f"rooms API unavailable ({exc}); creating rooms directly in the log")
+                log(f"rooms API unavailable ({exc}); creating rooms directly in the log")
                 args.rooms_url = ""
         await create_room_direct(redis, stream_keys(args.namespace), room, room)
 
@@ -191,7 +178,7 @@ async def _gateway_pids(redis: aioredis.Redis, args: argparse.Namespace) -> list
     if args.gateway_pids:
         return [int(p) for p in args.gateway_pids.split(",") if p.strip()]
     # Gateways that just started may not have written their first heartbeat yet.
-    expected = len([u for u in args.urls.split(",") if u.strip()])
+    expected = len(split_urls(args.urls))
     pids: list[int] = []
     for _ in range(20):
         pids = await _node_record_pids(redis, args.namespace)
@@ -205,59 +192,29 @@ async def _node_record_pids(
     redis: aioredis.Redis, namespace: str, kind: bytes = b"gateway"
 ) -> list[int]:
     """Pids of the live processes of `kind` in the node records."""
-    keys = stream_keys(namespace)
-    pids = []
-    nodes: Any = await redis.zrange(keys.nodes(), 0, -1)
-    for node in nodes:
-        name = text(node)
-        record = await redis.hgetall(keys.node(name))
-        if record.get(b"kind") == kind and record.get(b"pid"):
-            pid = int(record[b"pid"])
-            if procstat.alive(pid):
-                pids.append(pid)
-    return sorted(set(pids))
+    return live_pids_by_kind(await node_records(redis, namespace)).get(text(kind), [])
 
 
-def _rss(pids: list[int]) -> int:
-    return sum(procstat.rss_kb(p) for p in pids if procstat.alive(p))
-
-
-def _cpu(pids: list[int]) -> float:
-    return sum(procstat.cpu_seconds(p) for p in pids if procstat.alive(p))
-
-
-async def _start_worker(
+def worker_share(
     args: argparse.Namespace, urls: list[str], rooms: list[str], w: int, workers: int
-) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "roomstream_cli.bench.worker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        limit=64 * 1024 * 1024,  # the result line carries a latency histogram
-    )
-    config = {
+) -> dict[str, Any]:
+    """What worker `w` of `workers` is given by `bench` and `bench-connects` alike: the gateway
+    URLs, the rooms, the JWT secret and its share of the users (every `workers`-th index)."""
+    return {
         "urls": urls,
         "rooms": rooms,
         "secret": jwt_secret(),
         "user_prefix": args.user_prefix,
         "indices": list(range(w, args.clients, workers)),
-        "rate": args.rate / workers,
     }
-    assert proc.stdin is not None
-    proc.stdin.write(orjson.dumps(config) + b"\n")
-    await proc.stdin.drain()
-    return proc
 
 
-async def _read(proc: asyncio.subprocess.Process, wait_s: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), wait_s)
-    if not line:
-        raise SystemExit(f"bench: a worker exited with {await proc.wait()}")
-    doc: dict[str, Any] = orjson.loads(line)
-    return doc
+async def _start_worker(
+    args: argparse.Namespace, urls: list[str], rooms: list[str], w: int, workers: int
+) -> asyncio.subprocess.Process:
+    config = {**worker_share(args, urls, rooms, w, workers), "rate": args.rate / workers}
+    # The result line carries a latency histogram: a large line limit.
+    return await start_worker("roomstream_cli.bench.worker", config, limit=64 * 1024 * 1024)
 
 
 def _summarize(

@@ -22,24 +22,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from roomstream_kit.redis import text
 
-from ..common import (
-    DEFAULT_REDIS_URL,
-    env_namespace,
-    env_redis_url,
-    env_rooms_url,
-    jwt_secret,
-    stream_keys,
-)
-from . import procstat
-from .command import _create_rooms, _read
+from . import plumbing, procstat
+from .command import _create_rooms, worker_share
+from .nodes import live_pids_by_kind, node_records
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,56 +66,29 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rooms-url", default=env_rooms_url() or "")
-    p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
-    p.add_argument("--namespace", default=env_namespace())
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-
-
-def _run(coro: Any) -> int:
-    try:
-        import uvloop
-
-        return int(uvloop.run(coro))
-    except ImportError:  # pragma: no cover
-        return int(asyncio.run(coro))
+    plumbing.add_redis_args(p, rooms_url=True)
+    plumbing.add_json_arg(p)
 
 
 def run_connects(args: argparse.Namespace) -> int:
-    return _run(_connects(args))
+    return plumbing.run_loop(_connects(args))
 
 
 def run_idle(args: argparse.Namespace) -> int:
-    return _run(_idle(args))
-
-
-def _log(line: str) -> None:
-    print(f"bench: {line}", file=sys.stderr, flush=True)
+    return plumbing.run_loop(_idle(args))
 
 
 async def node_pids(redis_url: str, namespace: str) -> dict[str, list[int]]:
     """The live pids of the node records, by kind (gateway, rooms, history, …)."""
-    keys = stream_keys(namespace)
     redis = aioredis.Redis.from_url(redis_url)
-    found: dict[str, set[int]] = {}
     try:
-        for node in await redis.zrange(keys.nodes(), 0, -1):
-            name = node.decode() if isinstance(node, bytes) else str(node)
-            record = await redis.hgetall(keys.node(name))
-            pid = int(record.get(b"pid") or 0)
-            if pid and procstat.alive(pid):
-                found.setdefault(text(record.get(b"kind") or b"?"), set()).add(pid)
+        return live_pids_by_kind(await node_records(redis, namespace))
     finally:
         await redis.aclose()
-    return {kind: sorted(pids) for kind, pids in sorted(found.items())}
-
-
-def _cpu(pids: list[int]) -> float:
-    return sum(procstat.cpu_seconds(p) for p in pids if procstat.alive(p))
 
 
 def _cpu_by_kind(by_kind: dict[str, list[int]]) -> dict[str, float]:
-    return {kind: _cpu(pids) for kind, pids in by_kind.items()}
+    return {kind: procstat.total_cpu_seconds(pids) for kind, pids in by_kind.items()}
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -153,7 +117,7 @@ async def _idle(args: argparse.Namespace) -> int:
 
 
 async def _connects(args: argparse.Namespace) -> int:
-    urls = [u.strip() for u in args.urls.split(",") if u.strip()]
+    urls = plumbing.split_urls(args.urls)
     rooms = [f"{args.room_prefix}-{i}" for i in range(args.rooms)]
     redis = aioredis.Redis.from_url(args.redis_url)
     try:
@@ -163,21 +127,21 @@ async def _connects(args: argparse.Namespace) -> int:
     by_kind = await node_pids(args.redis_url, args.namespace)
     gateways = by_kind.get("gateway", [])
     if not gateways:
-        _log("no gateway process found: CPU and RSS figures are left out")
+        plumbing.log("no gateway process found: CPU and RSS figures are left out")
     rss_before = sum(procstat.rss_kb(p) for p in gateways)
     workers = max(1, min(args.workers, args.clients))
     procs = [await _start_worker(args, urls, rooms, w, workers) for w in range(workers)]
     result: dict[str, Any] = {"clients": args.clients, "rooms": args.rooms, "pids": by_kind}
     try:
         for p in procs:
-            await _read(p, 120)
-        _log(f"{workers} workers ready, {args.clients} sockets to open")
+            await plumbing.read_line(p, 120)
+        plumbing.log(f"{workers} workers ready, {args.clients} sockets to open")
         result["connect"] = await _timed_phase(procs, "connect", by_kind, args.clients)
         await asyncio.sleep(args.settle)
         rss_after = sum(procstat.rss_kb(p) for p in gateways)
         result["rss_kb_per_socket"] = round((rss_after - rss_before) / args.clients, 2)
         result["gateway_rss_mb"] = round(rss_after / 1024, 1)
-        _log(f"idle window of {args.idle:g} s")
+        plumbing.log(f"idle window of {args.idle:g} s")
         start_cpu, start = _cpu_by_kind(by_kind), time.monotonic()
         await asyncio.sleep(args.idle)
         used, wall = _delta(_cpu_by_kind(by_kind), start_cpu), time.monotonic() - start
@@ -192,12 +156,9 @@ async def _connects(args: argparse.Namespace) -> int:
             result["reconnect"] = await _timed_phase(procs, "reconnect", by_kind, args.clients)
         await _send_all(procs, "close")
         for p in procs:
-            await _read(p, 90)
+            await plumbing.read_line(p, 90)
     finally:
-        for p in procs:
-            if p.returncode is None:
-                p.kill()
-            await p.wait()
+        await plumbing.reap(procs)
     _output(args, result)
     return 0
 
@@ -207,7 +168,7 @@ async def _timed_phase(
 ) -> dict[str, Any]:
     start_cpu, start = _cpu_by_kind(by_kind), time.monotonic()
     await _send_all(procs, phase)
-    reports = [await _read(p, 900) for p in procs]
+    reports = [await plumbing.read_line(p, 900) for p in procs]
     wall = time.monotonic() - start
     used = _delta(_cpu_by_kind(by_kind), start_cpu)
     errors: dict[str, int] = {}
@@ -223,39 +184,19 @@ async def _timed_phase(
         "errors": errors,
         "missed_events_replayed": sum(int(r["missed"]) for r in reports),
     }
-    _log(f"{phase}: {out}")
+    plumbing.log(f"{phase}: {out}")
     return out
 
 
 async def _send_all(procs: list[asyncio.subprocess.Process], phase: str) -> None:
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write(orjson.dumps({"phase": phase}) + b"\n")
-        await p.stdin.drain()
+    await plumbing.send_line(procs, {"phase": phase})
 
 
 async def _start_worker(
     args: argparse.Namespace, urls: list[str], rooms: list[str], w: int, workers: int
 ) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "roomstream_cli.bench.connworker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    config = {
-        "urls": urls,
-        "rooms": rooms,
-        "secret": jwt_secret(),
-        "user_prefix": args.user_prefix,
-        "indices": list(range(w, args.clients, workers)),
-        "concurrency": args.concurrency,
-    }
-    assert proc.stdin is not None
-    proc.stdin.write(orjson.dumps(config) + b"\n")
-    await proc.stdin.drain()
-    return proc
+    config = {**worker_share(args, urls, rooms, w, workers), "concurrency": args.concurrency}
+    return await plumbing.start_worker("roomstream_cli.bench.connworker", config)
 
 
 def _output(args: argparse.Namespace, result: dict[str, Any]) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +27,8 @@ import orjson
 from roomstream_kit.auth import issue_token
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .plumbing import emit, run_loop, stdin_reader
 
 RETRY_S = 0.2
 
@@ -145,9 +146,7 @@ async def _phase(socks: list[Sock], concurrency: int, resume: bool) -> dict[str,
 
 
 async def _main() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=64 * 1024 * 1024)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await stdin_reader(limit=64 * 1024 * 1024)
     config = orjson.loads(await reader.readline())
     urls: list[str] = config["urls"]
     rooms: list[str] = config["rooms"]
@@ -160,11 +159,11 @@ async def _main() -> None:
         for i in config["indices"]
     ]
     concurrency = int(config["concurrency"])
-    _emit({"ready": len(socks)})
+    emit({"ready": len(socks)})
     while line := await reader.readline():
         phase = orjson.loads(line)["phase"]
         if phase == "connect":
-            _emit(await _phase(socks, concurrency, resume=False))
+            emit(await _phase(socks, concurrency, resume=False))
             gc.collect()
             gc.freeze()
         elif phase == "reconnect":
@@ -173,27 +172,17 @@ async def _main() -> None:
                     s.ws.transport.abort()
                     s.ws = None
             await asyncio.sleep(0.05)
-            _emit(await _phase(socks, concurrency, resume=True))
+            emit(await _phase(socks, concurrency, resume=True))
         elif phase == "close":
             closing = [s.ws.close() for s in socks if s.ws is not None]
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 60)
-            _emit({"closed": len(closing)})
+            emit({"closed": len(closing)})
             return
 
 
-def _emit(doc: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
-    try:
-        import uvloop
-
-        uvloop.run(_main())
-    except ImportError:  # pragma: no cover
-        asyncio.run(_main())
+    run_loop(_main())
 
 
 if __name__ == "__main__":

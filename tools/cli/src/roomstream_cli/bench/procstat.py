@@ -38,3 +38,13 @@ def rss_kb(pid: int) -> int:
 
 def alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}/stat")
+
+
+def total_cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of the live processes among `pids`, summed."""
+    return sum(cpu_seconds(p) for p in pids if alive(p))
+
+
+def total_rss_kb(pids: list[int]) -> int:
+    """RSS of the live processes among `pids`, summed."""
+    return sum(rss_kb(p) for p in pids if alive(p))

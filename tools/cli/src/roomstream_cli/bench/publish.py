@@ -25,15 +25,10 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 
-from ..common import (
-    DEFAULT_REDIS_URL,
-    env_namespace,
-    env_redis_url,
-    env_rooms_url,
-    service_token,
-)
+from ..common import env_rooms_url, service_token
 from ..rooms import create_room_api
 from . import procstat
+from .plumbing import add_json_arg, add_redis_args
 from .stats import Histogram
 
 
@@ -53,9 +48,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--text-bytes", type=int, default=100, help="message text size (100)")
     p.add_argument("--room-prefix", default="pubbench")
     p.add_argument("--rooms-pid", type=int, default=0, help="default: the node records")
-    p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
-    p.add_argument("--namespace", default=env_namespace())
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_redis_args(p)
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 

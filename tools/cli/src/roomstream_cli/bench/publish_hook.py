@@ -30,10 +30,11 @@ import redis.asyncio as aioredis
 from roomstream_kit.signing import new_secret
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..common import DEFAULT_REDIS_URL, env_redis_url, jwt_secret, stream_keys, token
+from ..common import jwt_secret, stream_keys, token
 from ..rooms import create_room_direct
 from . import procstat
 from .local import free_port, wait_http
+from .plumbing import add_json_arg, add_redis_args, log
 
 ROOM = "hook-bench"
 
@@ -71,8 +72,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--per-round", type=int, default=50, help="sends per client per round (50)")
     p.add_argument("--action", choices=("allow", "replace"), default="allow")
     p.add_argument("--timeout-ms", type=int, default=1000, help="the hook's timeout (1000)")
-    p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_redis_args(p, namespace=False)
+    add_json_arg(p)
     p.set_defaults(func=run)
 
 
@@ -103,10 +104,6 @@ class Result:
 
 def run(args: argparse.Namespace) -> int:
     return asyncio.run(_bench(args))
-
-
-def _log(line: str) -> None:
-    print(f"bench publish-hook: {line}", file=sys.stderr, flush=True)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -247,7 +244,7 @@ async def _bench(args: argparse.Namespace) -> int:
                 cpu[name] += procstat.cpu_seconds(pid) - gw0
                 if name == "hook":
                     cpu["endpoint"] += procstat.cpu_seconds(hook.pid) - ep0
-        _log(f"{args.rounds} rounds done")
+        log(f"{args.rounds} rounds done", prefix="bench publish-hook")
     finally:
         for s in senders:
             with contextlib.suppress(Exception):

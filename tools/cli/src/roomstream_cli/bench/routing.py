@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 from typing import Any
 
@@ -31,9 +30,11 @@ from roomstream_contracts.ids import new_event_id, now_ms
 from roomstream_kit.eventlog import EventLog, RoomCheck
 from websockets.asyncio.client import ClientConnection, connect
 
-from ..common import DEFAULT_REDIS_URL, env_namespace, env_redis_url, stream_keys, token
+from ..common import stream_keys, token
 from ..rooms import create_room_direct
-from . import procstat
+from . import plumbing, procstat
+from .nodes import node_records
+from .plumbing import add_redis_args, split_urls
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,8 +49,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--quiet", type=int, default=25, help="sockets per other gateway (25)")
     p.add_argument("--rate", type=float, default=400.0, help="messages/s to the busy rooms")
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds (15)")
-    p.add_argument("--redis-url", default=env_redis_url() or DEFAULT_REDIS_URL)
-    p.add_argument("--namespace", default=env_namespace())
+    add_redis_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -64,12 +64,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _log(line: str) -> None:
-    print(f"bench-routing: {line}", file=sys.stderr, flush=True)
-
-
 async def _bench(args: argparse.Namespace) -> dict[str, Any]:
-    urls = [u.strip() for u in args.urls.split(",") if u.strip()]
+    urls = split_urls(args.urls)
     keys = stream_keys(args.namespace)
     redis = aioredis.from_url(args.redis_url)
     run_id = new_event_id()[-6:]
@@ -87,19 +83,23 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
             sockets.append(await _member(urls[g], f"quiet-u{run_id}-{g}-{j}", room))
     readers = [asyncio.create_task(_drain(ws)) for ws in sockets]
     others = [pids[u] for u in urls[1:]]
-    _log(f"{len(sockets)} sockets; idle window of {args.duration:.0f} s")
+    plumbing.log(
+        f"{len(sockets)} sockets; idle window of {args.duration:.0f} s", prefix="bench-routing"
+    )
     await asyncio.sleep(1.0)
-    c0 = _cpu(others)
+    c0 = procstat.total_cpu_seconds(others)
     await asyncio.sleep(args.duration)
-    idle_cpu = _cpu(others) - c0
+    idle_cpu = procstat.total_cpu_seconds(others) - c0
 
     log = EventLog(redis, keys)
     received_before = [await _received(u) for u in urls]
     out0 = await _egress(redis)
-    c0 = _cpu(others)
-    _log(f"publishing {args.rate:.0f} msg/s for {args.duration:.0f} s")
+    c0 = procstat.total_cpu_seconds(others)
+    plumbing.log(
+        f"publishing {args.rate:.0f} msg/s for {args.duration:.0f} s", prefix="bench-routing"
+    )
     events = await _publish(log, busy, args.rate, args.duration)
-    busy_cpu = _cpu(others) - c0
+    busy_cpu = procstat.total_cpu_seconds(others) - c0
     egress = await _egress(redis) - out0
     await asyncio.sleep(1.0)
     received = [
@@ -181,12 +181,9 @@ async def _publish(log: EventLog, rooms: list[str], rate: float, duration: float
 
 async def _pids(redis: aioredis.Redis, namespace: str, urls: list[str]) -> dict[str, int]:
     """Gateway URL → pid, from the node records (`address`, `pid`)."""
-    keys = stream_keys(namespace)
     for _ in range(40):
         found: dict[str, int] = {}
-        nodes: Any = await redis.zrange(keys.nodes(), 0, -1)
-        for node in nodes:
-            record: Any = await redis.hgetall(keys.node(node.decode()))
+        for record in await node_records(redis, namespace):
             address = record.get(b"address", b"").decode()
             port = address.rsplit(":", 1)[-1].split("/")[0]
             for url in urls:
@@ -196,10 +193,6 @@ async def _pids(redis: aioredis.Redis, namespace: str, urls: list[str]) -> dict[
             return found
         await asyncio.sleep(0.5)
     raise SystemExit(f"bench-routing: node records of {urls} not found")
-
-
-def _cpu(pids: list[int]) -> float:
-    return sum(procstat.cpu_seconds(p) for p in pids if procstat.alive(p))
 
 
 async def _egress(redis: aioredis.Redis) -> int:

@@ -35,13 +35,20 @@ def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def add_history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "history",
-        help="history service: persist, replay, reconnect",
-        description=_doc("history"),
+def _parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    """`bench NAME`, described by its module's docstring (read without importing it)."""
+    return sub.add_parser(
+        name,
+        help=help,
+        description=_doc(name),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def add_history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = _parser(sub, "history", "history service: persist, replay, reconnect")
     parser.add_argument(
         "which",
         nargs="*",
@@ -74,12 +81,7 @@ def add_history_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def add_hooks_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "hooks",
-        help="webhooks service: events/s delivered to one local receiver",
-        description=_doc("hooks"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _parser(sub, "hooks", "webhooks service: events/s delivered to one local receiver")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--rooms", type=int, default=20)
     parser.add_argument("--batch-max", type=int, default=100)

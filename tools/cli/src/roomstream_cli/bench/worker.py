@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ import orjson
 from roomstream_client import Backoff, Client, ClientError, CommandError, Event
 from roomstream_kit.auth import issue_token
 
+from .plumbing import emit, run_loop, stdin_reader
 from .stats import Histogram
 
 TICK_S = 0.005
@@ -147,9 +147,7 @@ async def _publish(
 
 
 async def _main() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await stdin_reader()
     config = orjson.loads(await reader.readline())
     counters = Counters()
     clients, publishers = await _connect_all(config, counters)
@@ -158,7 +156,7 @@ async def _main() -> None:
     # milliseconds and show up in the measured latency (the load generator's, not the system's).
     gc.collect()
     gc.freeze()
-    _emit({"ready": len(clients)})
+    emit({"ready": len(clients)})
     schedule = orjson.loads(await reader.readline())
 
     async def exit_with_parent() -> None:
@@ -196,7 +194,7 @@ async def _main() -> None:
     duplicates = duplicates_so_far() - await baseline
     reconnects = sum(client.stats.reconnects for client in clients)
     watcher.cancel()
-    _emit(
+    emit(
         {
             "window_frames": counters.window_frames,
             "measured_received": counters.measured_received,
@@ -213,18 +211,8 @@ async def _main() -> None:
         await asyncio.wait_for(asyncio.gather(*(c.close() for c in clients)), 10)
 
 
-def _emit(doc: dict[str, Any]) -> None:
-    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
-    sys.stdout.flush()
-
-
 def main() -> None:
-    try:
-        import uvloop
-
-        uvloop.run(_main())
-    except ImportError:  # pragma: no cover
-        asyncio.run(_main())
+    run_loop(_main())
 
 
 if __name__ == "__main__":
