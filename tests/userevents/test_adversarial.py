@@ -10,6 +10,8 @@ from pathlib import Path
 
 import httpx
 import redis.asyncio as aioredis
+from roomstream_contracts.streams import StreamKeys
+from roomstream_contracts.userstream import user_stream
 from websockets.asyncio.client import connect
 
 from tests.conftest import Cluster, make_token, service_token
@@ -179,3 +181,56 @@ async def test_user_events_survive_a_killed_pubsub_connection(
         await redis.aclose()
         cluster.stop_all()
         own.stop()
+
+
+async def shard_subscribers(redis: aioredis.Redis, channel: str, want: int) -> None:
+    """Wait until `channel` has `want` shard subscribers (the gateways that route it)."""
+    async with asyncio.timeout(DEADLINE_S):
+        while True:
+            reply = await redis.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+            if int(reply[1]) == want:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_the_user_stream_routes_to_the_users_gateways_only_and_hops_lose_nothing(
+    cluster: Cluster, namespace: str, redis_client: aioredis.Redis
+) -> None:
+    rooms = cluster.start("roomstream_rooms", name="rooms")
+    env = {"ROOMSTREAM_ROOMS_URL": rooms.url}
+    urls = [
+        cluster.start(GATEWAY, env={**env, "ROOMSTREAM_NODE_ID": f"gw-{n}"}, name=f"gw-{n}").ws_url
+        for n in ("a", "b")
+    ]
+    channel = StreamKeys(namespace=namespace).channel(user_stream("ivy"))
+    other, _ = await client(urls[1], "jack")  # gateway b holds a socket, but not ivy's
+    ws, _ = await client(urls[0], "ivy")
+    await shard_subscribers(redis_client, channel, 1)
+    total = 40
+    async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
+
+        async def flow() -> None:
+            for i in range(1, total + 1):
+                assert (await publish(http, "ivy", "notice", {"n": i})).status_code == 201
+                await asyncio.sleep(0.01)
+
+        publisher = asyncio.create_task(flow())
+        seen: list[int] = []
+        hop = 0
+        while len(seen) < total:
+            frame = await recv(ws, DEADLINE_S)
+            if frame["type"] == "user":
+                seen.append(frame["seq"])
+            if len(seen) in (8, 16, 24, 32) and len(seen) > hop:
+                # The only socket leaves; events go on meanwhile; it resumes on the other gateway.
+                hop = len(seen)
+                await ws.close()
+                ws, welcome = await client(f"{urls[hop // 8 % 2]}?user_since={seen[-1]}", "ivy")
+                assert welcome["user_stream"]["recovered"] is True, welcome
+        await publisher
+    assert seen == list(range(1, total + 1)), "each once, in order, across four hops"
+    await nothing_more(ws, 0.5)
+    await nothing_more(other, 0.1)
+    await ws.close()
+    await shard_subscribers(redis_client, channel, 0)  # no socket of ivy: no gateway routes it
+    await other.close()
