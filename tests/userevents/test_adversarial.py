@@ -6,6 +6,7 @@ gateway's pub/sub connection killed while user events flow (each arrives once, i
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import httpx
@@ -234,3 +235,48 @@ async def test_the_user_stream_routes_to_the_users_gateways_only_and_hops_lose_n
     await ws.close()
     await shard_subscribers(redis_client, channel, 0)  # no socket of ivy: no gateway routes it
     await other.close()
+
+
+async def test_a_user_stream_gap_past_the_recent_buffer_does_not_stall_the_gateway(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The gateway's pub/sub connection drops while the user's events run past the recent
+    buffer: history never serves a user stream (`~USER` is no room id), so the router must skip
+    to what still exists (as a welcome says `recovered: false`), not retry forever with every
+    later live event of the user held back."""
+    require_redis_server()
+    own = OwnRedis(tmp_path)
+    own.start()
+    redis = aioredis.from_url(own.url)
+    try:
+        env = {"REDIS_URL": own.url}
+        rooms = cluster.start("roomstream_rooms", name="rooms", env=env)
+        history = cluster.start("roomstream_history", name="history", env=env)
+        gw = cluster.start(
+            GATEWAY,
+            env={**env, "ROOMSTREAM_ROOMS_URL": rooms.url, "ROOMSTREAM_HISTORY_URL": history.url},
+        )
+        ws, _ = await client(gw.ws_url, "kim")
+        async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
+            assert (await publish(http, "kim", "notice", {"n": 1})).status_code == 201
+            assert [f["seq"] for f in await user_frames(ws, 1)] == [1]
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGSTOP)  # it cannot resubscribe before the trim
+            try:
+                killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+                assert killed >= 1
+                for i in range(2, 7):
+                    assert (await publish(http, "kim", "notice", {"n": i})).status_code == 201
+                recent = StreamKeys(namespace=namespace).recent(user_stream("kim"))
+                await redis.xtrim(recent, minid="5-0", approximate=False)  # 2..4 gone
+            finally:
+                gw.proc.send_signal(signal.SIGCONT)
+            assert (await publish(http, "kim", "notice", {"n": 7})).status_code == 201
+            async with asyncio.timeout(15):
+                got = [f["seq"] for f in await user_frames(ws, 3)]
+            assert got == [5, 6, 7], "what still exists, then live, each once"
+        await ws.close()
+    finally:
+        await redis.aclose()
+        cluster.stop_all()
+        own.stop()
