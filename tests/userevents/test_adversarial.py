@@ -207,6 +207,10 @@ async def test_the_user_stream_routes_to_the_users_gateways_only_and_hops_lose_n
     other, _ = await client(urls[1], "jack")  # gateway b holds a socket, but not ivy's
     ws, _ = await client(urls[0], "ivy")
     await shard_subscribers(redis_client, channel, 1)
+    second, _ = await client(urls[1], "ivy")  # now both gateways hold a socket of ivy
+    await shard_subscribers(redis_client, channel, 2)
+    await second.close()
+    await shard_subscribers(redis_client, channel, 1)
     total = 40
     async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
 
@@ -275,6 +279,15 @@ async def test_a_user_stream_gap_past_the_recent_buffer_does_not_stall_the_gatew
             async with asyncio.timeout(15):
                 got = [f["seq"] for f in await user_frames(ws, 3)]
             assert got == [5, 6, 7], "what still exists, then live, each once"
+            # Nor do the HTTP APIs name a user stream: not even the user's own.
+            own_token = {"Authorization": f"Bearer {make_token('kim')}"}
+            for url in (f"{history.url}/rooms/~kim/messages", f"{rooms.url}/rooms/~kim/members"):
+                r = await http.get(url, headers=own_token)
+                assert r.status_code == 400, (url, r.text)
+            r = await http.post(
+                "/rooms/~kim/messages", json={"text": "x", "id": "k1"}, headers=own_token
+            )
+            assert r.status_code == 400, r.text
         await ws.close()
     finally:
         await redis.aclose()
