@@ -168,12 +168,21 @@ async def test_user_events_survive_a_killed_pubsub_connection(
         assert welcome["user_stream"] == {"seq": 0}
         total = 60
         async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
-            for i in range(1, total + 1):
-                r = await publish(http, "hana", "notice", {"n": i})
-                assert r.status_code == 201, r.text
-                if i % 15 == 0:
-                    killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
-                    assert killed >= 1, "the gateway's pub/sub connection was killed"
+
+            async def kill_soon() -> int:
+                await asyncio.sleep(0.005)
+                return int(await redis.execute_command("CLIENT", "KILL", "TYPE", "pubsub"))
+
+            kills = 0
+            for batch in range(6):  # ten concurrent publishes, the connection killed among them
+                *answers, killed = await asyncio.gather(
+                    *(publish(http, "hana", "notice", {"b": batch, "i": i}) for i in range(10)),
+                    kill_soon(),
+                )
+                assert all(a.status_code == 201 for a in answers)
+                kills += killed
+                await asyncio.sleep(0.05)
+            assert kills >= 3, "the gateway's pub/sub connection was killed again and again"
         got = await user_frames(ws, total)
         assert [f["seq"] for f in got] == list(range(1, total + 1)), "each once, in order"
         await nothing_more(ws, 0.5)
