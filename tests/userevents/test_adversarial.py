@@ -25,12 +25,13 @@ GATEWAY = "roomstream_gateway"
 DEADLINE_S = 30.0
 
 
-async def test_odd_user_since_values_are_ignored_on_every_way_of_authenticating(
+async def test_odd_user_since_values_are_ignored_and_odd_publishes_refused(
     cluster: Cluster,
 ) -> None:
     rooms = cluster.start("roomstream_rooms", name="rooms")
     gw = cluster.start(GATEWAY, env={"ROOMSTREAM_ROOMS_URL": rooms.url})
     async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
+        await publish_edges(http)
         for i in (1, 2):
             assert (await publish(http, "dora", "notice", {"n": i})).status_code == 201
     odd = [
@@ -52,7 +53,7 @@ async def test_odd_user_since_values_are_ignored_on_every_way_of_authenticating(
             welcome = await recv(ws, DEADLINE_S)
             assert welcome["type"] == "welcome", (via, value, welcome)
             assert welcome["user_stream"] == {"seq": 2}, (via, value, welcome)
-            await nothing_more(ws, 0.2)
+            await nothing_more(ws, 0.05)
             await ws.close()
     # Repeated: the first value counts.
     ws, welcome = await client(f"{gw.ws_url}?user_since=1&user_since=x", "dora")
@@ -66,7 +67,7 @@ async def test_odd_user_since_values_are_ignored_on_every_way_of_authenticating(
     await ws.close()
 
 
-async def test_commands_never_name_a_user_stream_or_an_impossible_room(cluster: Cluster) -> None:
+async def test_commands_never_name_a_user_stream_and_read_edges(cluster: Cluster) -> None:
     rooms = cluster.start("roomstream_rooms", name="rooms")
     gw = cluster.start(GATEWAY, env={"ROOMSTREAM_ROOMS_URL": rooms.url})
     async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
@@ -90,67 +91,66 @@ async def test_commands_never_name_a_user_stream_or_an_impossible_room(cluster: 
         assert (await publish(http, "bob", "secret", {"s": 1})).status_code == 201
         await nothing_more(alice, 0.5)
         await alice.close()
+        await read_edges(gw.ws_url, http)
 
 
-async def test_read_seq_edges_and_a_room_left_just_before(cluster: Cluster) -> None:
-    rooms = cluster.start("roomstream_rooms", name="rooms")
-    gw = cluster.start(GATEWAY, env={"ROOMSTREAM_ROOMS_URL": rooms.url})
-    async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
-        await create_room(http, "lounge", "public", ["erin", "fred"])
-        erin, _ = await client(gw.ws_url, "erin")
-        fred, _ = await client(gw.ws_url, "fred")
-        for i in range(3):
-            sent = await request(
-                fred, {"type": "send", "room": "lounge", "text": f"m{i}", "id": f"f{i}"}
-            )
-            assert sent["type"] == "ack", sent
-        top = sent["seq"]
-        zero = await request(erin, {"type": "read", "room": "lounge", "seq": 0})
-        assert zero["type"] == "ack" and zero["seq"] == 0, zero
-        for odd in (top + 1, 1.0, "1", -1, True, None, 2**62):
-            answer = await request(erin, {"type": "read", "room": "lounge", "seq": odd})
-            assert answer["type"] == "error" and answer["code"] == "bad_request", (odd, answer)
-        full = await request(erin, {"type": "read", "room": "lounge", "seq": top})
-        assert full["type"] == "ack" and full["seq"] == top, full
-        (told,) = await user_frames(erin, 1)
-        assert told["kind"] == "read" and told["data"] == {"room": "lounge", "seq": top}
-        # Fred leaves, then reads: refused, nothing appended to his stream.
-        left = await request(fred, {"type": "leave", "room": "lounge"})
-        assert left["type"] == "ack", left
-        late = await request(fred, {"type": "read", "room": "lounge", "seq": 1})
-        assert late["type"] == "error" and late["code"] == "forbidden", late
-        await nothing_more(fred, 0.3)
-        await erin.close()
-        await fred.close()
-        again, welcome = await client(gw.ws_url, "fred")
-        assert welcome["user_stream"] == {"seq": 0}, "no read event was appended for fred"
-        await again.close()
-
-
-async def test_publish_odd_users_deep_data_and_ten_concurrent_retries(cluster: Cluster) -> None:
-    rooms = cluster.start("roomstream_rooms", name="rooms")
-    async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
-        r = await publish(http, "gina", "notice", {}, token=make_token("gina"))
-        assert r.status_code == 403, r.text
-        r = await publish(http, "x" * 129, "notice", {})
-        assert r.status_code == 400, r.text
-        for user in ("a:b", "~gina"):
-            r = await publish(http, user, "notice", {"u": user})
-            assert r.status_code == 201 and r.json()["seq"] == 1, (user, r.text)
-        headers = {"Authorization": f"Bearer {service_token()}", "Content-Type": "application/json"}
-        body = '{"kind":"notice","data":' + '{"d":' * 10_000 + "{}" + "}" * 10_000 + "}"
-        r = await http.post("/users/gina/events", content=body, headers=headers)
-        assert r.status_code == 400, r.text
-        r = await publish(http, "gina", "read", {"room": "general", "seq": 1})
-        assert r.status_code == 400, r.text
-        answers = await asyncio.gather(
-            *(publish(http, "gina", "notice", {"i": i}, id="same") for i in range(10))
+async def read_edges(ws_url: str, http: httpx.AsyncClient) -> None:
+    """`read` seqs at the edges, and a read of a room left just before (refused)."""
+    await create_room(http, "lounge", "public", ["erin", "fred"])
+    erin, _ = await client(ws_url, "erin")
+    fred, _ = await client(ws_url, "fred")
+    for i in range(3):
+        sent = await request(
+            fred, {"type": "send", "room": "lounge", "text": f"m{i}", "id": f"f{i}"}
         )
-        codes = sorted(a.status_code for a in answers)
-        assert codes == [200] * 9 + [201], [a.text for a in answers]
-        assert len({a.json()["seq"] for a in answers}) == 1
-        r = await publish(http, "gina", "notice", {})
-        assert r.json()["seq"] == 2, "the ten retries appended one event"
+        assert sent["type"] == "ack", sent
+    top = sent["seq"]
+    zero = await request(erin, {"type": "read", "room": "lounge", "seq": 0})
+    assert zero["type"] == "ack" and zero["seq"] == 0, zero
+    for odd in (top + 1, 1.0, "1", -1, True, None, 2**62):
+        answer = await request(erin, {"type": "read", "room": "lounge", "seq": odd})
+        assert answer["type"] == "error" and answer["code"] == "bad_request", (odd, answer)
+    full = await request(erin, {"type": "read", "room": "lounge", "seq": top})
+    assert full["type"] == "ack" and full["seq"] == top, full
+    (told,) = await user_frames(erin, 1)
+    assert told["kind"] == "read" and told["data"] == {"room": "lounge", "seq": top}
+    # Fred leaves, then reads: refused, nothing appended to his stream.
+    left = await request(fred, {"type": "leave", "room": "lounge"})
+    assert left["type"] == "ack", left
+    late = await request(fred, {"type": "read", "room": "lounge", "seq": 1})
+    assert late["type"] == "error" and late["code"] == "forbidden", late
+    await nothing_more(fred, 0.3)
+    await erin.close()
+    await fred.close()
+    again, welcome = await client(ws_url, "fred")
+    assert welcome["user_stream"] == {"seq": 0}, "no read event was appended for fred"
+    await again.close()
+
+
+async def publish_edges(http: httpx.AsyncClient) -> None:
+    """Publish calls at the edges: user token, odd user ids, 10k-deep data, a reserved kind,
+    ten concurrent retries of one id."""
+    r = await publish(http, "gina", "notice", {}, token=make_token("gina"))
+    assert r.status_code == 403, r.text
+    r = await publish(http, "x" * 129, "notice", {})
+    assert r.status_code == 400, r.text
+    for user in ("a:b", "~gina"):
+        r = await publish(http, user, "notice", {"u": user})
+        assert r.status_code == 201 and r.json()["seq"] == 1, (user, r.text)
+    headers = {"Authorization": f"Bearer {service_token()}", "Content-Type": "application/json"}
+    body = '{"kind":"notice","data":' + '{"d":' * 10_000 + "{}" + "}" * 10_000 + "}"
+    r = await http.post("/users/gina/events", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    r = await publish(http, "gina", "read", {"room": "general", "seq": 1})
+    assert r.status_code == 400, r.text
+    answers = await asyncio.gather(
+        *(publish(http, "gina", "notice", {"i": i}, id="same") for i in range(10))
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [200] * 9 + [201], [a.text for a in answers]
+    assert len({a.json()["seq"] for a in answers}) == 1
+    r = await publish(http, "gina", "notice", {})
+    assert r.json()["seq"] == 2, "the ten retries appended one event"
 
 
 async def test_user_events_survive_a_killed_pubsub_connection(
