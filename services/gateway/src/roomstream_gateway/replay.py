@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from roomstream_contracts.codec import entry_envelope
 from roomstream_contracts.streams import StreamKeys
+from roomstream_contracts.userstream import is_user_stream
 from roomstream_kit.redis import AnyRedis
 
 from .upstream import Upstream
@@ -49,11 +50,13 @@ async def fetch(
     redis: AnyRedis, keys: StreamKeys, upstream: Upstream, room: str, after: int, until: int
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Events in (after, until], ascending, and the first seq that still exists when the ones
-    right after `after` exist nowhere any more (None when they do)."""
+    right after `after` exist nowhere any more (None when they do). A user's own stream is
+    read from Redis only: history keeps it but serves no `~USER` (not a room id; it answers
+    400), so asking would fail every retry and stall the stream's feed."""
     recent = await recent_between(redis, keys, room, after, until)
     first_recent = int(recent[0]["seq"]) if recent else until + 1
     older: list[dict[str, Any]] = []
-    if first_recent > after + 1:
+    if first_recent > after + 1 and not is_user_stream(room):
         older = await history_after(upstream, room, after, first_recent - 1)
     events = older + recent
     first = int(events[0]["seq"]) if events else until + 1

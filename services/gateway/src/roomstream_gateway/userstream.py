@@ -27,12 +27,14 @@ SINCE_PARAM = "user_since"
 
 def user_since(path: str) -> int | None:
     """The `user_since` query parameter of the upgrade request (None when absent or not a
-    seq: a client that sends garbage starts at the stream's current position)."""
+    seq: a client that sends garbage starts at the stream's current position). ASCII digits
+    only: `str.isdigit` also holds for '²' (which `int` refuses: the welcome failed, 1011) and
+    for other scripts' digits, which no client sends for a seq."""
     try:
         values = split_path(path)[1].get(SINCE_PARAM)
     except ValueError:
         return None
-    if not values or not values[0].isdigit() or len(values[0]) > 19:
+    if not values or not (values[0].isascii() and values[0].isdigit()) or len(values[0]) > 19:
         return None
     since = int(values[0])
     return since if since <= MAX_SEQ else None
