@@ -269,18 +269,19 @@ async def chat_and_kill(stack: Stack, ports: dict[str, int], secret: str) -> Non
         return issue_token(secret, user, ttl_s=3600)
 
     # Round-robin through the balancer: connect until one user is on each gateway container.
+    # Compose reports a gateway healthy before HAProxy has seen it answer `rise 2` checks (2 s
+    # apart) when the balancer started first, so keep trying for a bounded time.
     chatters: dict[str, Chatter] = {}
-    extra: list[Chatter] = []
-    for i in range(8):
+    deadline = asyncio.get_running_loop().time() + 60
+    i = 0
+    while len(chatters) < 2 and asyncio.get_running_loop().time() < deadline:
         c = await Chatter(f"user{i}", [url], "general", token_for=token_for).start()
+        i += 1
         if c.node in chatters:
-            extra.append(c)
+            await c.close()
+            await asyncio.sleep(0.5)
         else:
             chatters[c.node] = c
-        if len(chatters) == 2:
-            break
-    for c in extra:
-        await c.close()
     assert set(chatters) == {"gateway-1", "gateway-2"}, set(chatters)
     pair = list(chatters.values())
     try:

@@ -49,7 +49,13 @@ async def test_stats_show_each_endpoints_deliveries_failures_latency_and_backlog
             good, bad = endpoint(snap, "good"), endpoint(snap, "bad")
             if good is None or bad is None:
                 return None
-            done = good["delivered"] >= 30 and good["latency_ms"]["p99"] is not None
+            # The backlog gauges are refreshed periodically, the delivery counters at once: wait
+            # until the good endpoint's backlog reads its drained 0 too.
+            done = (
+                good["delivered"] >= 30
+                and good["latency_ms"]["p99"] is not None
+                and good["backlog"] == 0
+            )
             return (good, bad) if done and bad["failures"] > 0 and bad["backlog"] >= 30 else None
 
         good, bad = await wait_for(figures, what="both endpoints in /api/stats")
