@@ -13,6 +13,7 @@ import pytest
 from roomstream_contracts.streams import StreamKeys
 from roomstream_gateway.app import Gateway
 from roomstream_gateway.http import HttpRoutes
+from roomstream_gateway.hub import Hub
 from roomstream_gateway.metrics import GatewayMetrics
 from roomstream_gateway.settings import GatewaySettings
 from roomstream_gateway.tail import Tail
@@ -39,10 +40,12 @@ class FlakyRedis:
         return None
 
 
-class FlakyHub:
-    """deliver: fails on the first batch, records the others."""
+class FlakyHub(Hub):
+    """The gateway's hub whose `deliver` fails on the first batch and records the others (the
+    tail hands batches over through the hub's `deliver_counted`)."""
 
     def __init__(self) -> None:
+        super().__init__(max_buffer_bytes=1 << 20, on_slow=lambda _: None)
         self.batches: list[list[dict[bytes, bytes]]] = []
         self.failed = False
 

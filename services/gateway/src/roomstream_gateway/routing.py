@@ -39,6 +39,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from roomstream_contracts.streams import FIELD_EVENT, FIELD_KIND, FIELD_ROOM, StreamKeys
 from roomstream_kit.redis import AnyRedis, redis_unavailable
+from roomstream_kit.retry import Backoff, always, retry
 
 from .delivery import created_members
 from .hub import Hub
@@ -199,6 +200,7 @@ class Router:
         self.received = 0
         """Room-channel messages received (the routing metric's count, also for benches)."""
         self.stopping = False
+        self._control_lost = asyncio.Event()
         self.tasks: set[asyncio.Task[Any]] = set()
         self._changed_soon = False
 
@@ -210,15 +212,24 @@ class Router:
 
     async def run(self) -> None:
         """The router's essential task: keeps the control subscription alive (the feeds heal
-        themselves); ends only when stopped."""
+        themselves); ends only when stopped. After a drop it subscribes again (backoff), then
+        lets the token lifecycle re-read what the drop may have carried (`control_resumed`) —
+        the one path back, so a resubscription is never without its re-read."""
         while not self.stopping:
-            await asyncio.sleep(1.0)
-            if self.control_link is None or self.control_link.lost:
-                with contextlib.suppress(Exception):
-                    await self._control()
+            await self._control_lost.wait()
+            await retry(
+                self._control_again,
+                what="routing: control subscription",
+                retry_if=always,
+                initial_s=0.05,
+                max_s=BACKOFF_MAX_S,
+                logger=log,
+            )
+            self._control_lost.clear()
 
     def stop(self) -> None:
         self.stopping = True
+        self._control_lost.set()  # `run` sees `stopping` and ends
         for link in list(self.links.values()):
             link.close()
         for task in list(self.tasks):
@@ -278,23 +289,15 @@ class Router:
         log.warning("routing: pub/sub connection to %s:%s lost (%s)", *link.addr, exc or "closed")
         if link is self.control_link:
             self.control_link = None
-            self._spawn(self._control_again())
+            self._control_lost.set()  # `run` subscribes again
         for feed in list(link.feeds):
             self._resubscribe(feed)
         link.feeds.clear()
 
     async def _control_again(self) -> None:
-        delay = 0.05
-        while not self.stopping and self.control_link is None:
-            try:
-                await self._control()
-                if self.control_resumed is not None:
-                    await self.control_resumed()
-                return
-            except Exception as exc:
-                log.warning("routing: control subscription failed (%s); retry in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        await self._control()
+        if self.control_resumed is not None:
+            await self.control_resumed()
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -393,7 +396,7 @@ class Router:
         """Subscribe (if needed), position, fill (last, current] from the recent stream, then
         release the queued live messages in order; retried with back-off while Redis or history
         do not answer. Ends with the feed in sync (queue None)."""
-        delay = 0.05
+        backoff = Backoff(0.05, BACKOFF_MAX_S)
         tries = 0
         while not self.stopping and self.feeds.get(feed.room) is feed:
             tries += 1
@@ -418,8 +421,7 @@ class Router:
                     log.exception("routing: sync of %r failed; retrying", feed.room)
                 else:
                     log.warning("routing: sync of %r failed (%s); retrying", feed.room, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+                await asyncio.sleep(backoff.next_delay())
 
     async def _subscribe(self, feed: Feed) -> None:
         link = await self._link(self._addr(feed.channel))

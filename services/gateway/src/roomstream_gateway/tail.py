@@ -13,10 +13,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from roomstream_contracts.ids import now_ms
 from roomstream_contracts.streams import StreamKeys
 from roomstream_kit.redis import REDIS_DOWN_ERRORS, AnyRedis, same_slot_groups
 from roomstream_kit.redis import text as redis_text
+from roomstream_kit.retry import Backoff
 
 from .hub import Hub
 from .metrics import GatewayMetrics
@@ -63,24 +63,24 @@ class Tail:
         await asyncio.gather(*(self._read(group) for group in groups))
 
     async def _read(self, group: list[str]) -> None:
-        backoff = 0.05
+        backoff = Backoff(0.05, 2.0)
         while not self.stopping:
             streams: dict[Any, Any] = {key: self.ids[key] for key in group}
             try:
                 reply = await self.redis.xread(streams, count=self.count, block=self.block_ms)
             except REDIS_DOWN_ERRORS as exc:
-                log.warning("tail: redis unavailable (%s); retrying in %.2fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                delay = backoff.next_delay()
+                log.warning("tail: redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
                 continue
             except asyncio.CancelledError:
                 raise
             except Exception:  # e.g. a reply redis-py cannot parse: log, back off, go on
-                log.exception("tail: read failed; retrying in %.2fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                delay = backoff.next_delay()
+                log.exception("tail: read failed; retrying in %.2fs", delay)
+                await asyncio.sleep(delay)
                 continue
-            backoff = 0.05
+            backoff.reset()
             if reply and not self.stopping:
                 try:
                     self._deliver(reply)
@@ -100,14 +100,4 @@ class Tail:
                 self.control(entries)
             except Exception:  # must not cost the batch its delivery
                 log.exception("tail: control hook failed")
-        try:
-            _, frames, stamps = self.hub.deliver(entries)
-        except Exception:  # a bug here must not stop delivery for everyone
-            log.exception("tail: delivery failed")
-            return
-        if frames:
-            self.metrics.frames_out.add(frames)
-            now = now_ms()
-            record = self.metrics.delivery_latency.record
-            for ts in stamps:
-                record(max(0, now - ts) / 1000)
+        self.hub.deliver_counted(entries, self.metrics)
