@@ -331,8 +331,7 @@ class Gateway:
         # (room_created, member_joined) before this socket registered are added from the core.
         listed = await self.redis.smembers(self.keys.user_rooms(session.user))
         rooms = sorted(
-            {kit_redis.text(m) for m in listed}
-            | set(self.hub.core.recent_rooms(session.user))
+            {kit_redis.text(m) for m in listed} | set(self.hub.core.recent_rooms(session.user))
         )
         stream = user_stream(session.user)  # the user's own stream: subscribed like a room
         rooms.append(stream)

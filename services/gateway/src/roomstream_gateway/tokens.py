@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import orjson
 from roomstream_contracts.codec import error_frame, frame
@@ -116,21 +117,33 @@ class TokenLifecycle:
         return claims.revoked_by(await self._cutoff(claims.sub))
 
     async def _cutoff(self, user: str) -> float | None:
-        stored = parse_cutoff(await self.redis.get(self.keys.revoked(user)))
+        return self._merged_cutoff(user, await self.redis.get(self.keys.revoked(user)))
+
+    def _merged_cutoff(self, user: str, stored_raw: Any) -> float | None:
+        """The later of the stored cutoff and the one last seen on the control channel."""
+        stored = parse_cutoff(stored_raw)
         seen = self.cutoff_seen.get(user)
         if stored is None or (seen is not None and seen > stored):
             return seen
         return stored
 
     async def recheck(self) -> None:
-        """Read the revocation cutoff of every user with local sockets again and close the
-        sockets it revokes: a `tokens_revoked` published while the control subscription was down
-        (the router calls this once it is subscribed again) still takes effect."""
-        for user, sessions in list(self.by_user.items()):
-            before = await self._cutoff(user)
-            if before is None:
-                continue
-            self._revoke(sessions, before)
+        """Read the revocation cutoff of every user with local sockets again (one pipeline) and
+        close the sockets it revokes: a `tokens_revoked` published while the control
+        subscription was down (the router calls this once it is subscribed again) still takes
+        effect."""
+        users = list(self.by_user)
+        if not users:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in users:
+                pipe.get(self.keys.revoked(user))
+            stored = await pipe.execute()
+        for user, raw in zip(users, stored, strict=True):
+            sessions = self.by_user.get(user)
+            before = self._merged_cutoff(user, raw)
+            if sessions and before is not None:
+                self._revoke(sessions, before)
 
     def _revoke(self, sessions: Iterable[Session], before: float) -> None:
         """Close (4401) the sockets whose token was issued before the cutoff."""
