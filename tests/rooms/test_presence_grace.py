@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from roomstream_contracts.events import EventKind
-from roomstream_rooms.presence_grace import PresenceGrace
+from roomstream_rooms.presence_grace import PresenceGrace, by_user
 from roomstream_rooms.projection import PresenceNotice
 
 from tests.rooms.helpers import FAST_ENV, ROOMS, api, append, auth, conn_event, log_envelopes, poll
@@ -119,3 +119,36 @@ async def _conns_on(redis_client, namespace: str, node: str, n: int) -> bool:
     from tests.rooms.helpers import keys
 
     return len(await redis_client.hgetall(keys(namespace).node_conns(node))) == n
+
+
+def test_a_batch_changes_the_held_state_only_once_committed() -> None:
+    # A batch fails after its grace was planned (an append or the commit failed): the consumer
+    # delivers it again; the online that cancelled the held offline must cancel it again, not
+    # be appended as a redundant `online` to the room's watchers.
+    g = PresenceGrace(5.0)
+    g.filter([PresenceNotice(OFF, "r", "u", 0)], 0.0)
+    back = [PresenceNotice(ON, "r", "u", 1), PresenceNotice(ON, "r", "v", 1)]
+    first = g.plan(back, 1.0)
+    assert first.append == [PresenceNotice(ON, "r", "v", 1)]
+    assert len(g) == 1 and g.next_deadline() == 5.0  # planning changed nothing
+    retried = g.plan(back, 2.0)  # the first try was dropped (its batch failed)
+    assert retried.append == first.append
+    g.commit(retried)
+    assert len(g) == 0 and g.due(10.0) == {}
+    # A held offline planned but not committed is not held; committed, it is.
+    step = g.plan([PresenceNotice(OFF, "r", "w", 0)], 3.0)
+    assert step.append == [] and step.holds and g.next_deadline() is None
+    g.commit(step)
+    assert g.due(8.0) == {"w": ["r"]}
+
+
+def test_a_partial_flush_holds_again_only_what_was_not_appended() -> None:
+    g = PresenceGrace(1.0)
+    rooms = ["r1", "r2", "r3"]
+    g.filter([PresenceNotice(OFF, r, u, 0) for u in ("u", "v") for r in rooms], 0.0)
+    due = g.due(1.0)
+    assert due == {"u": rooms, "v": rooms}
+    # The first chunk (u's three rooms and v's r1) was appended, then the append failed.
+    unsent = [PresenceNotice(OFF, "r2", "v", 0), PresenceNotice(OFF, "r3", "v", 0)]
+    g.hold(by_user(unsent), 1.0)
+    assert g.due(1.0) == {"v": ["r2", "r3"]}

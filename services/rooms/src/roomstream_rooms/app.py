@@ -98,6 +98,7 @@ def create_app(settings: RoomsSettings) -> Starlette:
         await consumer.start()
         life.check("consumer", consumer.consumer_progress)  # 503 while a batch is stuck
         life.spawn("heartbeat", heartbeat.run)
+        life.spawn("presence-grace", projector.run_grace)
 
         async def probe_lag() -> None:
             metrics.lag, metrics.pending = await consumer_lag(

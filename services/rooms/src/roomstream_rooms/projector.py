@@ -8,14 +8,19 @@ rooms instances never interleave their writes), in which:
 2. room and connection changes are written;
 3. the read models touched by the batch are rewritten from the new Postgres state (also for
    events skipped as already applied, which repairs a crash between commit and Redis write);
-4. `online` / `offline` events are appended to the log (not in rebuild mode);
+4. `online` / `offline` events are appended to the log (not in rebuild mode), `offline`s through
+   the presence grace (`presence_grace`: planned here, its held state committed after step 5);
 5. commit. A crash anywhere before the commit rolls everything back and the consumer delivers the
    batch again (presence events may then be appended twice: at least once).
+
+Held `offline`s are appended when their grace is over by `run_grace`, the service's supervised
+"presence-grace" task (cancelled at stop before the pool closes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -31,14 +36,15 @@ from roomstream_contracts.streams import FIELD_EVENT
 from roomstream_contracts.userstream import is_user_stream
 from roomstream_kit.consumer import LogEntry
 from roomstream_kit.eventlog import EventLog
-from roomstream_kit.failures import Retry, describe
+from roomstream_kit.failures import Retry, describe, is_transient
 from roomstream_kit.redis import AnyRedis, text
+from roomstream_kit.retry import Backoff
 from roomstream_kit.telemetry import extract_context, inject_context, tracer
 
 from . import store
 from .applied import AppliedSeqs
 from .metrics import RoomsMetrics
-from .presence_grace import PresenceGrace
+from .presence_grace import GraceStep, PresenceGrace, by_user
 from .projection import (
     CONNECTION_KINDS,
     ROOM_KINDS,
@@ -63,6 +69,8 @@ log = logging.getLogger(__name__)
 
 PRESENCE_APPEND_CHUNK = 50
 """Presence appends in flight at once (bounded: the Redis pool has a limited size)."""
+GRACE_RETRY_S = (0.5, 5.0)
+"""First and longest delay before the held `offline`s are tried again after a failed append."""
 _tracer = tracer("roomstream.rooms")
 
 
@@ -83,6 +91,8 @@ class _Batch:
     members_before: set[tuple[str, str]] = field(default_factory=set)
     kinds: Counter[str] = field(default_factory=Counter)
     skipped: int = 0
+    grace: GraceStep | None = None
+    """The presence grace's decision, committed once the batch's transaction is."""
 
 
 def _safe_room_change(env: Envelope) -> RoomChange | None:
@@ -118,8 +128,8 @@ class Projector:
         """Serializes every read-model writer of this process (batches and API refills)."""
         self.grace = PresenceGrace(presence_grace_s)
         """`offline` notices held for the grace period (`presence_grace`)."""
-        self._grace_timer: asyncio.TimerHandle | None = None
-        self._grace_task: asyncio.Task[None] | None = None
+        self._grace_wake = asyncio.Event()
+        """Set when a batch holds an `offline` (`run_grace` then has a deadline to wait for)."""
         self.skipped: dict[str, set[int]] = {}
         """Dead-lettered seqs by room known to this process (`load_skipped`, the hook); others'
         are read from Postgres when a gap needs them."""
@@ -154,6 +164,10 @@ class Projector:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await store.lock_projection(conn)
                     batch = await self._apply(conn, by_room, conn_envs)
+            if batch.grace is not None:  # committed: the held state follows (never before)
+                self.grace.commit(batch.grace)
+                if batch.grace.holds:
+                    self._grace_wake.set()
         for kind, count in batch.kinds.items():
             self.metrics.events_applied.add(count, {"kind": kind})
         if batch.skipped:
@@ -229,56 +243,98 @@ class Projector:
                     joined=sorted(members_after - b.members_before),
                 )
             )
-            now = asyncio.get_running_loop().time()
-            await self._append_notices(self.grace.filter(notices, now))
-            self._arm_grace_timer()
+            # Planned only: the held state changes once the transaction commits (a batch that
+            # fails here is delivered again and must meet the same held `offline`s).
+            step = self.grace.plan(notices, asyncio.get_running_loop().time())
+            _, failure = await self._append_notices(step.append)
+            if failure is not None:
+                raise failure
+            b.grace = step
         return b
 
-    async def _append_notices(self, notices: list[PresenceNotice]) -> None:
+    async def _append_notices(
+        self, notices: list[PresenceNotice]
+    ) -> tuple[list[PresenceNotice], BaseException | None]:
         """Append presence events, many in flight at once (one round trip per chunk instead of
-        one per notice: a reconnect storm makes thousands of them)."""
+        one per notice: a reconnect storm makes thousands of them). Returns the notices *not*
+        appended and the first failure (None: all appended); no chunk is sent after a failed
+        one."""
         assert self.eventlog is not None
         trace = inject_context()
         for i in range(0, len(notices), PRESENCE_APPEND_CHUNK):
             chunk = notices[i : i + PRESENCE_APPEND_CHUNK]
-            await asyncio.gather(*(self.eventlog.append(notice_envelope(n, trace)) for n in chunk))
-            for n in chunk:
-                self.metrics.presence_events.add(1, {"kind": n.kind.value})
+            results = await asyncio.gather(
+                *(self.eventlog.append(notice_envelope(n, trace)) for n in chunk),
+                return_exceptions=True,
+            )
+            failed: list[PresenceNotice] = []
+            first: BaseException | None = None
+            for n, result in zip(chunk, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed.append(n)
+                    first = first or result
+                else:
+                    self.metrics.presence_events.add(1, {"kind": n.kind.value})
+            if first is not None:
+                return failed + notices[i + PRESENCE_APPEND_CHUNK :], first
+        return [], None
 
-    def _arm_grace_timer(self) -> None:
-        """Wake up when the earliest held `offline` is due (one timer, no polling)."""
-        deadline = self.grace.next_deadline()
-        if deadline is None or self._grace_timer is not None:
-            return
+    async def run_grace(self) -> None:
+        """The "presence-grace" task (`life.spawn`): append the held `offline`s once their grace
+        is over. Sleeps until the earliest deadline, or until a batch holds one; a dependency
+        away is retried with backoff (the notices stay held: an `online` meanwhile still cancels
+        them), any other failure ends the task for its supervisor to count and restart."""
         loop = asyncio.get_running_loop()
-        self._grace_timer = loop.call_at(deadline, self._grace_fire)
-
-    def _grace_fire(self) -> None:
-        self._grace_timer = None
-        if self._grace_task is None or self._grace_task.done():
-            self._grace_task = asyncio.create_task(self.flush_presence(), name="presence-grace")
+        backoff = Backoff(*GRACE_RETRY_S)
+        while True:
+            self._grace_wake.clear()
+            deadline = self.grace.next_deadline()
+            if deadline is None or deadline > loop.time():
+                timeout = None if deadline is None else deadline - loop.time()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._grace_wake.wait(), timeout)
+                continue
+            try:
+                await self.flush_presence()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning(
+                    "appending the held offline events failed (%s); retrying in %.1fs",
+                    describe(exc, 300),
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            else:
+                backoff.reset()
 
     async def flush_presence(self) -> None:
         """Append the `offline`s whose grace is over, for users still without a connection
-        (another rooms instance may have seen them come back), then re-arm the timer."""
-        now = asyncio.get_running_loop().time()
-        due = self.grace.due(now)
-        try:
-            if due:
-                async with self.lock, self.pool.acquire() as conn:
+        (another rooms instance may have seen them come back). On a failure the notices not
+        appended are held again, due at once, and the failure is raised; those appended are
+        not held again (never appended twice)."""
+        async with self.lock:
+            now = asyncio.get_running_loop().time()
+            due = self.grace.due(now)
+            if not due:
+                return
+            left = due
+            try:
+                async with self.pool.acquire() as conn:
                     live = await store.live_counts(conn, set(due))
-                    notices = [
-                        PresenceNotice(EventKind.OFFLINE, room, user, 0)
-                        for user, rooms in sorted(due.items())
-                        if live.get(user, 0) == 0
-                        for room in rooms
-                    ]
-                    await self._append_notices(notices)
-        except Exception:
-            # Held again (an `online` meanwhile still cancels them), tried again in a second.
-            log.exception("appending the held offline events failed; retrying in 1 s")
-            self.grace.hold(due, now + 1.0)
-        self._arm_grace_timer()
+                notices = [
+                    PresenceNotice(EventKind.OFFLINE, room, user, 0)
+                    for user, rooms in sorted(due.items())
+                    if live.get(user, 0) == 0
+                    for room in rooms
+                ]
+                unsent, failure = await self._append_notices(notices)
+                left = by_user(unsent)
+                if failure is not None:
+                    raise failure
+            finally:
+                self.grace.hold(left, now)
 
     async def _apply_room(
         self, conn: store.Conn, room: str, last: int, events: list[Envelope], b: _Batch
