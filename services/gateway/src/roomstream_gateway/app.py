@@ -467,6 +467,7 @@ class Gateway:
             compression="deflate" if s.compression == "deflate" else None,
             max_size=s.max_frame_bytes,
             max_queue=s.max_queue,
+            backlog=s.listen_backlog,
             write_limit=s.max_buffer_bytes,
             ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s,

@@ -39,6 +39,10 @@ class GatewaySettings(CommonSettings):
     close_timeout_s: float = Field(default=5.0, gt=0)
     shutdown_deadline_s: float = Field(default=30.0, gt=0)
     """Longest a stop (SIGTERM) may take; past it the process logs where it hung and exits 1."""
+    listen_backlog: int = Field(default=4096, ge=1)
+    """TCP accept queue of the WebSocket listener (the kernel caps it at `net.core.somaxconn`).
+    asyncio's default of 100 drops the SYNs of a reconnect burst, and each dropped client waits
+    for its SYN retransmission (1 s, 3 s, 7 s, ...) with the gateway idle."""
     max_queue: int = Field(default=4, ge=1)
     """Incoming frames buffered per socket before reading pauses (memory per connection)."""
 
