@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from roomstream_contracts.codec import envelope_tail
 from roomstream_contracts.events import Envelope, EventKind, RoomCreatedData
 from roomstream_contracts.streams import (
@@ -23,7 +25,7 @@ from roomstream_contracts.streams import (
     StreamKeys,
 )
 
-from .redis import AnyRedis
+from .redis import AnyRedis, BatchRunner, redis_batch
 from .redis import text as redis_text
 from .settings import CommonSettings
 
@@ -125,6 +127,7 @@ class EventLog:
         dedupe_ttl_s: int = DEFAULT_DEDUPE_TTL_S,
         script: ScriptRunner | None = None,
         command: CommandRunner | None = None,
+        batch: BatchRunner | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -132,6 +135,8 @@ class EventLog:
         self.dedupe_ttl_s = dedupe_ttl_s
         self._script: ScriptRunner = script or redis.register_script(APPEND_SCRIPT)
         self._command: CommandRunner = command or _redis_command(redis)
+        self.batch: BatchRunner = batch or redis_batch(redis)
+        """Plain reads in one round trip (the gateway passes its pipelined connection's)."""
         self._seed = redis.register_script(SEED_ROSTER_SCRIPT)
 
     @classmethod
@@ -141,6 +146,7 @@ class EventLog:
         settings: CommonSettings,
         script: ScriptRunner | None = None,
         command: CommandRunner | None = None,
+        batch: BatchRunner | None = None,
     ) -> EventLog:
         return cls(
             redis,
@@ -149,6 +155,7 @@ class EventLog:
             dedupe_ttl_s=settings.dedupe_ttl_s,
             script=script,
             command=command,
+            batch=batch,
         )
 
     def shard_of(self, envelope: Envelope) -> int:
@@ -212,7 +219,7 @@ class EventLog:
 
     async def access(self, room: str, user: str) -> tuple[bool, str | None, bool]:
         """`room_access` of this deployment."""
-        return await room_access(self.redis, self.keys, room, user)
+        return await room_access(self.batch, self.keys, room, user)
 
     async def seed_roster(self, room: str, kind: str, applied_seq: int, members: list[str]) -> str:
         """Seed a room's membership authority from a projection snapshot taken at `applied_seq`
@@ -278,16 +285,20 @@ class EventLog:
 
 
 async def room_access(
-    redis: AnyRedis, keys: StreamKeys, room: str, user: str
+    redis: AnyRedis | BatchRunner, keys: StreamKeys, room: str, user: str
 ) -> tuple[bool, str | None, bool]:
     """The membership authority's view of `user` in `room` (the roster the append script keeps):
-    (room exists, room kind or None while the room is not seeded yet, user is a member)."""
+    (room exists, room kind or None while the room is not seeded yet, user is a member). Read
+    through a redis-py client or a `BatchRunner` (the gateway's pipelined connection)."""
     shard = keys.room_shard(room)
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.hexists(keys.seq(shard), room)
-        pipe.hget(keys.kinds(shard), room)
-        pipe.sismember(keys.roster(room), user)
-        exists, kind, member = await pipe.execute()
+    batch = redis_batch(redis) if isinstance(redis, Redis | RedisCluster) else redis
+    exists, kind, member = await batch(
+        [
+            ("HEXISTS", keys.seq(shard), room),
+            ("HGET", keys.kinds(shard), room),
+            ("SISMEMBER", keys.roster(room), user),
+        ]
+    )
     return bool(exists), (_text(kind) or None), bool(member)
 
 

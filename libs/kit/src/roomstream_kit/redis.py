@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
@@ -175,3 +175,32 @@ def on_lifecycle(life: Lifecycle, redis: AnyRedis, name: str = "redis") -> AnyRe
     life.on_stop(f"{name} close", redis.aclose, 2.0)
     life.check(name, redis.ping)
     return redis
+
+
+class BatchRunner(Protocol):
+    """Runs plain Redis commands in one round trip: `await batch([("GET", key), ...])` → their
+    replies in order. The gateway's pipelined connection (`AppendPipe.batch`, hiredis shapes: a
+    hash is a flat list, a set a list, a boolean an integer) or `redis_batch` (redis-py's shapes:
+    a dict, a set, a bool); callers read either (`as_mapping`, `bool`, iteration)."""
+
+    async def __call__(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]: ...
+
+
+def redis_batch(redis: AnyRedis) -> BatchRunner:
+    """A `BatchRunner` over redis-py (a Redis Cluster, TLS, a Unix socket): one pipeline."""
+
+    async def run(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        async with redis.pipeline(transaction=False) as pipe:
+            for cmd in commands:
+                pipe.execute_command(*cmd)
+            return list(await pipe.execute())
+
+    return run
+
+
+def as_mapping(reply: Any) -> dict[Any, Any]:
+    """An HGETALL reply as a dict, in either client's shape (a dict, or a flat list)."""
+    if isinstance(reply, dict):
+        return reply
+    it = iter(reply or ())
+    return dict(zip(it, it, strict=True))

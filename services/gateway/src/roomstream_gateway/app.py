@@ -77,7 +77,7 @@ class Gateway:
         if supported(settings.redis_url, settings.redis_cluster):
             self.pipe = AppendPipe(settings.redis_url)
             self.eventlog = EventLog.from_settings(
-                self.redis, settings, PipedScript(self.pipe), self.pipe.command
+                self.redis, settings, PipedScript(self.pipe), self.pipe.command, self.pipe.batch
             )
             self.tail_redis = PipedTailRedis(self.redis, settings.redis_url)
         else:
@@ -120,7 +120,7 @@ class Gateway:
         )
         self.tokens = TokenLifecycle(
             self.verifier,
-            self.redis,
+            self.eventlog.batch,
             self.keys,
             self.metrics,
             lead_s=settings.token_refresh_lead_s,
@@ -329,7 +329,8 @@ class Gateway:
         assert peer is not None
         # The read model of the user's rooms lags the log: rooms the tail granted the user
         # (room_created, member_joined) before this socket registered are added from the core.
-        listed = await self.redis.smembers(self.keys.user_rooms(session.user))
+        batch = self.eventlog.batch
+        (listed,) = await batch([("SMEMBERS", self.keys.user_rooms(session.user))])
         rooms = sorted(
             {kit_redis.text(m) for m in listed} | set(self.hub.core.recent_rooms(session.user))
         )
@@ -340,15 +341,15 @@ class Gateway:
         seqs: list[Any] = []
         markers: dict[str, int] = {}
         if rooms:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for room in rooms:
-                    shard = self.keys.room_shard(room)
-                    pipe.hget(self.keys.seq(shard), room)
-                    pipe.hexists(self.keys.kinds(shard), room)
-                    pipe.sismember(self.keys.roster(room), session.user)
-                pipe.hgetall(read_markers_key(self.keys, session.user))
-                replies = await pipe.execute()
-            markers = parse_markers(replies[-1])
+            reads: list[tuple[Any, ...]] = []
+            for room in rooms:
+                shard = self.keys.room_shard(room)
+                reads.append(("HGET", self.keys.seq(shard), room))
+                reads.append(("HEXISTS", self.keys.kinds(shard), room))
+                reads.append(("SISMEMBER", self.keys.roster(room), session.user))
+            reads.append(("HGETALL", read_markers_key(self.keys, session.user)))
+            replies = await batch(reads)
+            markers = parse_markers(kit_redis.as_mapping(replies[-1]))
             # The user's rooms come from a read model the projection updates later: a room whose
             # roster (the membership authority) no longer has the user is not subscribed.
             still: list[str] = []

@@ -407,9 +407,10 @@ class Commands:
                 )
             if result.status == AppendStatus.OK and result.seq is not None:
                 core.granted(peer, result.seq)
-            current = int(
-                await self.redis.hget(self.keys.seq(self.keys.room_shard(room)), room) or 0
+            (seq_raw,) = await self.log.batch(
+                [("HGET", self.keys.seq(self.keys.room_shard(room)), room)]
             )
+            current = int(seq_raw or 0)
             rng = core.replay_range(peer, current)
             events: list[dict[str, Any]] = []
             first: int | None = None

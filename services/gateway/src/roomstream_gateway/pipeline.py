@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import socket
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -65,10 +66,23 @@ class _Protocol(asyncio.Protocol):
         """Loop time at which each waiting command was written (the watchdog's clock)."""
         self.transport: Any = None
         self.lost: BaseException | None = None
+        self.outbox: list[bytes] = []
+        """Commands issued in this loop iteration, written together by `flush` (one send
+        syscall for every socket's commands instead of one each)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # uvloop's transports are not asyncio.Transport subclasses
         keepalive(transport)
+
+    def send(self, packed: bytes) -> None:
+        if not self.outbox:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.outbox.append(packed)
+
+    def flush(self) -> None:
+        out, self.outbox = self.outbox, []
+        if out and self.lost is None and self.transport is not None:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -183,7 +197,7 @@ class AppendPipe:
         fut = loop.create_future()
         proto.waiting.append(fut)
         proto.issued.append(loop.time())
-        proto.transport.write(hiredis.pack_command(args))
+        proto.send(hiredis.pack_command(args))
         return fut
 
     async def evalsha(self, keys: list[str], args: list[Any]) -> Any:
@@ -201,6 +215,21 @@ class AppendPipe:
         if deadline_s is None:
             return await fut
         return await self._wait(proto, fut, deadline_s, str(args[0]))
+
+    async def batch(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Several commands in one write; their replies in order (hiredis shapes: a hash is a
+        flat list, a set a list, a boolean an integer)."""
+        proto = await self._connection()
+        futures = [self._issue(proto, cmd) for cmd in commands]
+        try:
+            return [await fut for fut in futures]
+        except BaseException:
+            for fut in futures:  # the others' errors are this one's (the connection): retrieved
+                if fut.done() and not fut.cancelled():
+                    fut.exception()
+                else:
+                    fut.cancel()  # its reply, when it comes, is skipped (`data_received`)
+            raise
 
     async def _wait(
         self, proto: _Protocol, fut: asyncio.Future[Any], deadline_s: float, name: str

@@ -29,7 +29,7 @@ from roomstream_contracts.frames import AuthCommand
 from roomstream_contracts.streams import FIELD_EVENT, FIELD_KIND, StreamKeys
 from roomstream_contracts.tokens import TokenClaims, parse_cutoff
 from roomstream_kit.auth import AuthError, KeysUnavailable, TokenVerifier
-from roomstream_kit.redis import AnyRedis
+from roomstream_kit.redis import BatchRunner
 
 from .expiry import Deadlines
 from .metrics import GatewayMetrics
@@ -62,7 +62,7 @@ class TokenLifecycle:
     def __init__(
         self,
         verifier: TokenVerifier,
-        redis: AnyRedis,
+        batch: BatchRunner,
         keys: StreamKeys,
         metrics: GatewayMetrics,
         *,
@@ -71,7 +71,8 @@ class TokenLifecycle:
         send: Send,
     ) -> None:
         self.verifier = verifier
-        self.redis = redis
+        self.batch = batch
+        """Redis reads (the revocation cutoffs) in one round trip."""
         self.keys = keys
         self.metrics = metrics
         self.lead_s = lead_s
@@ -117,7 +118,8 @@ class TokenLifecycle:
         return claims.revoked_by(await self._cutoff(claims.sub))
 
     async def _cutoff(self, user: str) -> float | None:
-        return self._merged_cutoff(user, await self.redis.get(self.keys.revoked(user)))
+        (stored,) = await self.batch([("GET", self.keys.revoked(user))])
+        return self._merged_cutoff(user, stored)
 
     def _merged_cutoff(self, user: str, stored_raw: Any) -> float | None:
         """The later of the stored cutoff and the one last seen on the control channel."""
@@ -135,10 +137,7 @@ class TokenLifecycle:
         users = list(self.by_user)
         if not users:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.get(self.keys.revoked(user))
-            stored = await pipe.execute()
+        stored = await self.batch([("GET", self.keys.revoked(user)) for user in users])
         for user, raw in zip(users, stored, strict=True):
             sessions = self.by_user.get(user)
             before = self._merged_cutoff(user, raw)
