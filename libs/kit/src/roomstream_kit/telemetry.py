@@ -22,9 +22,11 @@ Resource attributes: `service.name` (`roomstream-SERVICE`, or `OTEL_SERVICE_NAME
 from __future__ import annotations
 
 import os
+import random
 import socket
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -216,8 +218,26 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+def span_if_recorded(tracer: trace.Tracer, name: str) -> AbstractContextManager[object]:
+    """`tracer.start_as_current_span(name)` when this process's spans go somewhere
+    (`spans_recorded`). Otherwise (no exporter, the default) an SDK span would be built, timed
+    and dropped unseen (~40 µs; measured ~7 % of the gateway's CPU per connect): a span context
+    of fresh ids is made current instead, so the events appended inside still carry a trace
+    context (`inject_context`), sampled, for services that do record spans."""
+    if spans_recorded():
+        return tracer.start_as_current_span(name)
+    context = trace.SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+    )
+    return trace.use_span(trace.NonRecordingSpan(context), end_on_exit=False)
+
+
 def inject_context() -> dict[str, str]:
-    """The current trace context as a carrier dict for an envelope's `trace` field."""
+    """The current trace context as a carrier dict for an envelope's `trace` field (a context
+    that came in with a request is carried on even when this process records no spans)."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return carrier

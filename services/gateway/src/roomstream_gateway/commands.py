@@ -46,7 +46,7 @@ from roomstream_kit.eventlog import (
 )
 from roomstream_kit.redis import AnyRedis, redis_unavailable
 from roomstream_kit.redis import text as redis_text
-from roomstream_kit.telemetry import inject_context, tracer
+from roomstream_kit.telemetry import inject_context, span_if_recorded, tracer
 
 from .delivery import Done
 from .hub import Hub
@@ -242,7 +242,7 @@ class Commands:
             raise ProtocolError(
                 ErrorCode.TOO_LARGE, f"text over {self.settings.max_text_chars} characters", cmd.ref
             )
-        with self.tracer.start_as_current_span("gateway.send"):
+        with span_if_recorded(self.tracer, "gateway.send"):
             text = cmd.text
             if self.publish_hook is not None:  # allow, replace the text, or refuse (raises)
                 text = await self.publish_hook.review(session, cmd)
@@ -303,7 +303,7 @@ class Commands:
     ) -> None:
         """Edit or delete: the target must be a message by this user."""
         span = "gateway.edit" if kind == EventKind.MESSAGE_EDITED else "gateway.delete"
-        with self.tracer.start_as_current_span(span):
+        with span_if_recorded(self.tracer, span):
             env = self.envelope(session, kind, room, data)
             result = await self.append_checked(
                 env,
@@ -338,7 +338,7 @@ class Commands:
         if last is not None and now - last < self.settings.typing_interval_s:
             return  # silently dropped: typing is a hint
         session.typing_at[cmd.room] = now
-        with self.tracer.start_as_current_span("gateway.typing"):
+        with span_if_recorded(self.tracer, "gateway.typing"):
             env = self.envelope(session, EventKind.TYPING, cmd.room, {})
             await self.append_checked(
                 env, cmd.ref, room_check=RoomCheck.EXISTS, access=Access.MEMBER
@@ -361,7 +361,7 @@ class Commands:
 
     async def leave(self, session: Session, cmd: LeaveCommand) -> None:
         seq = None
-        with self.tracer.start_as_current_span("gateway.leave"):
+        with span_if_recorded(self.tracer, "gateway.leave"):
             data = MemberLeftData(by=session.user).model_dump()
             env = self.envelope(session, EventKind.MEMBER_LEFT, cmd.room, data)
             try:
@@ -395,7 +395,7 @@ class Commands:
             # The roster decides, atomically with the append: a member joins without an event
             # (`member`), a non-member of a public room gets `member_joined`, a non-member of a
             # private room is refused (membership is granted through the rooms API only).
-            with self.tracer.start_as_current_span("gateway.join"):
+            with span_if_recorded(self.tracer, "gateway.join"):
                 env = self.envelope(
                     session,
                     EventKind.MEMBER_JOINED,

@@ -40,7 +40,7 @@ from roomstream_contracts.frames import SendCommand
 from roomstream_contracts.ids import make_storable, now_ms, unstorable_char
 from roomstream_kit.eventlog import EventLog
 from roomstream_kit.signing import sign_headers
-from roomstream_kit.telemetry import meter, tracer
+from roomstream_kit.telemetry import meter, span_if_recorded, tracer
 
 from .session import Session
 from .settings import GatewaySettings
@@ -173,7 +173,7 @@ class PublishHook:
         hook rejects it, or fails with `publish_hook_failure=closed`) — unless this id was
         appended already: then the append answers with the original ack."""
         start = time.perf_counter()
-        with self.tracer.start_as_current_span("gateway.publish_hook"):
+        with span_if_recorded(self.tracer, "gateway.publish_hook"):
             try:
                 verdict = await self._ask(session, cmd)
                 outcome = "reject" if isinstance(verdict, Reject) else "allow"
