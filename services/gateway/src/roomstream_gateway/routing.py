@@ -196,7 +196,7 @@ class Router:
         """Sees the control events (`user_kicked`, `tokens_revoked`): the token lifecycle."""
         self.control_resumed: Callable[[], Awaitable[None]] | None = None
         """Called once the control channel is subscribed again after a drop (what it carried
-        meanwhile is lost: the token lifecycle re-reads the revocation cutoffs)."""
+        meanwhile is lost: `controlgap` reconciles grants, kicks and revocations from state)."""
         self.received = 0
         """Room-channel messages received (the routing metric's count, also for benches)."""
         self.stopping = False
@@ -213,10 +213,15 @@ class Router:
     async def run(self) -> None:
         """The router's essential task: keeps the control subscription alive (the feeds heal
         themselves); ends only when stopped. After a drop it subscribes again (backoff), then
-        lets the token lifecycle re-read what the drop may have carried (`control_resumed`) —
-        the one path back, so a resubscription is never without its re-read."""
+        reconciles what the drop may have carried (`control_resumed`: grants, kicks,
+        revocations) — the one path back, so a resubscription is never without its re-read."""
         while not self.stopping:
             await self._control_lost.wait()
+            # Cleared before the way back: a drop during it (the reconcile's reads take a while)
+            # sets it again and goes round once more, instead of being cleared unseen.
+            self._control_lost.clear()
+            if self.stopping:
+                return
             await retry(
                 self._control_again,
                 what="routing: control subscription",
@@ -225,7 +230,6 @@ class Router:
                 max_s=BACKOFF_MAX_S,
                 logger=log,
             )
-            self._control_lost.clear()
 
     def stop(self) -> None:
         self.stopping = True
@@ -492,6 +496,17 @@ class Router:
             self.metrics.route_fills.add(len(out))
         self._deliver(out)
 
+    def grant(self, room: str, users: list[str], seq: int) -> None:
+        """Membership of `room` granted to `users` at `seq` (from the control channel, or found
+        by the reconcile after a control-channel drop, `controlgap`): their local sockets
+        receive the room from `seq` on — subscribed, and filled from `seq - 1` when the room's
+        feed is already past it. Idempotent: a grant seen twice (live and by the reconcile)
+        subscribes once, and the core writes each seq once."""
+        self.core.grant(room, users, seq)
+        if any(u in self.core.users for u in users):
+            self.sync_core()
+            self.reposition(room, seq - 1)
+
     def reposition(self, room: str, after: int) -> None:
         """A subscriber positioned at `after` appeared on a feed that is past it (a grant seen
         on the control channel after the room's channel delivered it): fill from there (the
@@ -597,11 +612,7 @@ class Router:
             if not isinstance(room, str) or not room:
                 return
             users = created_members(env) if kind == b"room_created" else [env.get("user")]
-            users = [u for u in users if isinstance(u, str) and u]
-            self.core.grant(room, users, seq)
-            if any(u in self.core.users for u in users):
-                self.sync_core()
-                self.reposition(room, seq - 1)
+            self.grant(room, [u for u in users if isinstance(u, str) and u], seq)
         except Exception:  # one malformed note must not stop the connection's other messages
             log.exception("routing: skipped a control message")
 
