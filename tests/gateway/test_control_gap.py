@@ -4,7 +4,9 @@ gateway, the gateway's Redis behind a proxy that is kept cut while the rooms API
 room, creates one with members, removes a member and kicks a user (the shared Redis is never
 paused or killed). After the heal the granted socket receives both rooms from their grants on,
 each seq once and in order, then live; the removed member got its `member_left` and nothing of
-the room after it; the kicked socket is closed with 1008 (docs/protocol.md, close codes)."""
+the room after it; the kicked socket is closed with 1008 (docs/protocol.md, close codes). Then
+the same with a pub/sub connection that stays open but carries nothing (detected by the
+gateway's ping)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,14 @@ async def events_until(ws: Any, until: dict[str, int], within_s: float = WITHIN_
     return got
 
 
+async def call(
+    http: httpx.AsyncClient, method: str, path: str, status: int, auth: Any, body: Any = None
+) -> None:
+    """A rooms API call that must answer `status`."""
+    r = await http.request(method, path, json=body, headers=auth)
+    assert r.status_code == status, r.text
+
+
 async def test_grants_removals_and_kicks_during_a_cut_control_channel(
     cluster: Cluster, namespace: str, redis_client: aioredis.Redis
 ) -> None:
@@ -52,7 +62,11 @@ async def test_grants_removals_and_kicks_during_a_cut_control_channel(
     proxy, url = await CuttableProxy.before_redis(cluster.env["REDIS_URL"])
     try:
         # Started from a thread: the proxy runs on this event loop and must keep serving.
-        env = {"ROOMSTREAM_ROOMS_URL": rooms.url, "REDIS_URL": url}
+        env = {
+            "ROOMSTREAM_ROOMS_URL": rooms.url,
+            "REDIS_URL": url,
+            "ROOMSTREAM_PUBSUB_PING_S": "0.5",
+        }
         gw = await asyncio.to_thread(cluster.start, GATEWAY, env=env)
         owner = {"Authorization": f"Bearer {make_token('olga')}"}
         service = {"Authorization": f"Bearer {service_token()}"}
@@ -61,8 +75,7 @@ async def test_grants_removals_and_kicks_during_a_cut_control_channel(
             # channel); den: rex's, whom the gap removes.
             for room, members in (("vault", []), ("den", ["rex"])):
                 body = {"id": room, "name": room, "kind": "private", "members": members}
-                r = await http.post("/rooms", json=body, headers=owner)
-                assert r.status_code == 201, r.text
+                await call(http, "POST", "/rooms", 201, owner, body)
             gail, welcome = await client(gw.ws_url, "gail")
             assert welcome["rooms"] == {}, welcome
             rex, welcome = await client(gw.ws_url, "rex")
@@ -70,15 +83,11 @@ async def test_grants_removals_and_kicks_during_a_cut_control_channel(
             kim, _ = await client(gw.ws_url, "kim")
 
             await proxy.cut()  # and kept cut while the rooms API acts
-            r = await http.put("/rooms/vault/members/gail", headers=owner)
-            assert r.status_code == 200, r.text
+            await call(http, "PUT", "/rooms/vault/members/gail", 200, owner)
             body = {"id": "born", "name": "Born", "kind": "private", "members": ["gail"]}
-            r = await http.post("/rooms", json=body, headers=owner)
-            assert r.status_code == 201, r.text
-            r = await http.delete("/rooms/den/members/rex", headers=owner)
-            assert r.status_code == 204, r.text
-            r = await http.post("/users/kim/disconnect", headers=service)
-            assert r.status_code == 202, r.text
+            await call(http, "POST", "/rooms", 201, owner, body)
+            await call(http, "DELETE", "/rooms/den/members/rex", 204, owner)
+            await call(http, "POST", "/users/kim/disconnect", 202, service)
             for room in ("vault", "born", "den"):
                 result = await log.append(
                     message(room, "olga", "in the gap"), room_check=RoomCheck.EXISTS
@@ -118,8 +127,26 @@ async def test_grants_removals_and_kicks_during_a_cut_control_channel(
         # the pong.
         assert (await request(rex, {"type": "ping"}))["type"] == "pong"
         assert [f for f in _backlog.pop(rex, ()) if f.get("type") == "event"] == []
-        for ws in (gail, rex):
-            await ws.close()
+
+        # Detected late: the pub/sub connection stays open but carries nothing (no reset, no
+        # close) while a room is created, gail is granted it and rex is kicked. The gateway's
+        # ping notices it (ROOMSTREAM_PUBSUB_PING_S), drops it and reconciles.
+        assert proxy.stall_pubsub() >= 2
+        async with httpx.AsyncClient(base_url=rooms.url, timeout=10) as http:
+            body = {"id": "late", "name": "Late", "kind": "private", "members": []}
+            await call(http, "POST", "/rooms", 201, owner, body)
+            await call(http, "PUT", "/rooms/late/members/gail", 200, owner)
+            await call(http, "POST", "/users/rex/disconnect", 202, service)
+        for room, seq in (("late", 3), ("vault", 6)):
+            result = await log.append(message(room, "olga", "silent"), room_check=RoomCheck.EXISTS)
+            assert result.ok and result.seq == seq, result
+        got = await events_until(gail, {"late": 3, "vault": 6})
+        assert got == {
+            "late": [(2, "member_joined", "gail"), (3, "message", "olga")],
+            "vault": [(6, "message", "olga")],
+        }, got
+        assert await close_code(rex, WITHIN_S) == 1008
+        await gail.close()
     finally:
         cluster.stop_all()
         await proxy.cut()

@@ -105,7 +105,13 @@ class Gateway:
         self.router: Router | None = None
         if settings.delivery == "routed":
             self.router = Router(
-                self.redis, settings.redis_url, self.keys, self.hub, self.metrics, self.upstream
+                self.redis,
+                settings.redis_url,
+                self.keys,
+                self.hub,
+                self.metrics,
+                self.upstream,
+                ping_s=settings.pubsub_ping_s,
             )
             self.hub.ensure = self.router.ensure
             self.hub.changed = self.router.changed

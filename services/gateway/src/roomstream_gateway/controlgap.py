@@ -11,7 +11,8 @@ socket, from state that outlives the gap rather than from the lost messages:
    (`TokenLifecycle.recheck_user`: a `tokens_revoked` or `user_kicked` swallowed by the gap
    still closes the sockets it concerns) and the user's rooms read model;
 2. the rooms of the read model (and the grants the core remembers) that some welcomed socket of
-   the user does not receive are candidates; per batch, one pipeline reads each candidate's
+   the user does not receive are candidates (the read model lags the log: a second pass follows
+   `AGAIN_S` later); per batch, one pipeline reads each candidate's
    roster (the membership authority: a room the user is no member of any more is skipped) and
    the newest page of the room's recent stream, where the user's latest grant is looked for
    (older pages, page by page, while it is not found; bounded);
@@ -29,6 +30,7 @@ counter itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -50,6 +52,10 @@ BATCH_USERS = 500
 """Users per pipeline of the reconcile (one round trip each, plus one for their candidates)."""
 PAGE = 100
 """Recent-stream entries read per candidate room and round trip, newest first."""
+AGAIN_S = 2.0
+"""The reconcile runs a second time this long after the first: the rooms read model lags the
+log (the rooms projection applies a grant milliseconds after its append, normally), so a grant
+made just before the heal may not be in it at the first pass yet."""
 MAX_PAGES = 20
 """Pages looked through per candidate before giving up (20 x 100: past the default recent
 buffer of 1,000 events, so a grant still in the buffer is always found)."""
@@ -102,6 +108,12 @@ class ControlGap:
         self.tokens = tokens
 
     async def reconcile(self) -> None:
+        """Two passes, `AGAIN_S` apart (the second for a read model that lagged the first)."""
+        await self.reconcile_once()
+        await asyncio.sleep(AGAIN_S)
+        await self.reconcile_once()
+
+    async def reconcile_once(self) -> None:
         users = list(dict.fromkeys([*self.tokens.by_user, *self.core.users]))
         for i in range(0, len(users), BATCH_USERS):
             await self._batch(users[i : i + BATCH_USERS])

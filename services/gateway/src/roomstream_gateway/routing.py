@@ -56,6 +56,9 @@ MAX_STRICT_TRIES = 8
 ENSURE_TIMEOUT_S = 5.0
 """A welcome or join waits this long for its rooms' subscriptions, then fails `unavailable`."""
 BACKOFF_MAX_S = 2.0
+RESUME_TIMEOUT_S = 30.0
+"""The reconcile after a control-channel drop gets this long (a Redis connection that hangs
+must not hold the one way back for good); then it starts over, resubscription included."""
 _GRANTS = (b"member_joined", b"room_created")
 _TOKENS = (b"user_kicked", b"tokens_revoked")
 
@@ -116,6 +119,8 @@ class Link(asyncio.Protocol):
         """SUNSUBSCRIBE replies still expected per channel (any other is Redis moving a slot)."""
         self.feeds: set[Feed] = set()
         self.lost = False
+        self.pinged = False
+        """A PING went out and its PONG has not come back yet (`Router._watch`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -161,6 +166,11 @@ class Link(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now (a silent peer: a close would wait for the buffer)."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class Router:
     """The channels of this gateway's rooms, and the gapless hand-over of their events to the
@@ -174,8 +184,12 @@ class Router:
         hub: Hub,
         metrics: GatewayMetrics,
         upstream: Upstream,
+        ping_s: float = 0.0,
     ) -> None:
         self.redis = redis
+        self.ping_s = ping_s
+        """Every pub/sub connection is pinged this often; one that has not answered by the
+        next ping is aborted (0: never — TCP keepalive alone, which takes hours)."""
         self.keys = keys
         self.hub = hub
         self.core = hub.core
@@ -209,6 +223,8 @@ class Router:
     async def start(self) -> None:
         """Subscribe to the control channel (before any socket is accepted)."""
         await self._control()
+        if self.ping_s > 0:
+            self._spawn(self._watch())
 
     async def run(self) -> None:
         """The router's essential task: keeps the control subscription alive (the feeds heal
@@ -301,7 +317,31 @@ class Router:
     async def _control_again(self) -> None:
         await self._control()
         if self.control_resumed is not None:
-            await self.control_resumed()
+            async with asyncio.timeout(RESUME_TIMEOUT_S):
+                await self.control_resumed()
+
+    async def _watch(self) -> None:
+        """A pub/sub connection that looks alive but is not (a peer gone silently, a NAT or
+        firewall entry expired) would keep its rooms and the control channel silent until TCP
+        keepalive gives up. Each `ping_s` every connection gets a PING; one whose previous PING
+        is unanswered is aborted, and its rooms and the control channel come back the usual
+        way (resubscribe, fill, reconcile). A drop is so noticed within two intervals."""
+        while not self.stopping:
+            await asyncio.sleep(self.ping_s)
+            for link in list(self.links.values()):
+                if link.lost:
+                    continue
+                if link.pinged:
+                    log.warning(
+                        "routing: pub/sub connection to %s:%s did not answer a PING within "
+                        "%.1fs; dropped",
+                        *link.addr,
+                        self.ping_s,
+                    )
+                    link.abort()
+                else:
+                    link.pinged = True
+                    link.send("PING")
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -528,6 +568,8 @@ class Router:
             if not isinstance(reply, list) or len(reply) < 3:
                 if reply == b"OK":
                     link.confirmed(b"__auth__")
+                elif reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                    link.pinged = False  # subscribed: ["pong", ""]; not yet: +PONG
                 continue
             typ = reply[0]
             if typ == b"smessage":
