@@ -15,7 +15,8 @@ socket, from state that outlives the gap rather than from the lost messages:
    `AGAIN_S` later); per batch, one pipeline reads each candidate's
    roster (the membership authority: a room the user is no member of any more is skipped) and
    the newest page of the room's recent stream, where the user's latest grant is looked for
-   (older pages, page by page, while it is not found; bounded);
+   (older pages, page by page, while it is not found; bounded: `BATCH_CANDIDATES` rooms of
+   `PAGE` events per round trip, `MAX_PAGES` pages);
 3. the grant found at seq S is applied as if it had arrived live (`Router.grant`): the sockets
    receive the room from S on, filled from the recent stream — each seq once, in order.
 
@@ -50,14 +51,17 @@ log = logging.getLogger(__name__)
 
 BATCH_USERS = 500
 """Users per pipeline of the reconcile (one round trip each, plus one for their candidates)."""
-PAGE = 100
-"""Recent-stream entries read per candidate room and round trip, newest first."""
+PAGE = 50
+"""Recent-stream entries read per candidate room and round trip, newest first (a grant of a
+short gap is among the newest)."""
+BATCH_CANDIDATES = 200
+"""Candidate rooms per pipeline (a reply holds up to this many pages of events)."""
 AGAIN_S = 2.0
 """The reconcile runs a second time this long after the first: the rooms read model lags the
 log (the rooms projection applies a grant milliseconds after its append, normally), so a grant
 made just before the heal may not be in it at the first pass yet."""
-MAX_PAGES = 20
-"""Pages looked through per candidate before giving up (20 x 100: past the default recent
+MAX_PAGES = 21
+"""Pages looked through per candidate before giving up (21 x 50: past the default recent
 buffer of 1,000 events, so a grant still in the buffer is always found)."""
 
 _JOINED = EventKind.MEMBER_JOINED.value
@@ -130,8 +134,8 @@ class ControlGap:
             revoked, kicked, listed = replies[3 * i : 3 * i + 3]
             self.tokens.recheck_user(user, revoked, kicked)
             wanted.extend((user, room) for room in missing_rooms(self.core, user, listed))
-        if wanted:
-            await self._grants(wanted)
+        for i in range(0, len(wanted), BATCH_CANDIDATES):
+            await self._grants(wanted[i : i + BATCH_CANDIDATES])
 
     async def _grants(self, wanted: list[tuple[str, str]]) -> None:
         """Find each candidate's grant (roster first, then its recent stream) and apply it."""
