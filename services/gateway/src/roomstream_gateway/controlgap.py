@@ -44,7 +44,7 @@ from roomstream_kit import redis as kit_redis
 from roomstream_kit.redis import AnyRedis
 
 from .delivery import Core, created_members
-from .routing import Router
+from .routing import RESUME_TIMEOUT_S, Router
 from .tokens import TokenLifecycle
 
 log = logging.getLogger(__name__)
@@ -110,12 +110,25 @@ class ControlGap:
         self.router = router
         self.core = router.core
         self.tokens = tokens
+        self._again: asyncio.Task[None] | None = None
 
     async def reconcile(self) -> None:
-        """Two passes, `AGAIN_S` apart (the second for a read model that lagged the first)."""
+        """The first pass now (the router waits for it), a second one `AGAIN_S` later in the
+        background (for a read model that lagged the first; a newer reconcile replaces it), so
+        that the router is free meanwhile to notice the next drop."""
+        if self._again is not None:
+            self._again.cancel()
+            self._again = None
         await self.reconcile_once()
+        self._again = self.router.background(self._later())
+
+    async def _later(self) -> None:
         await asyncio.sleep(AGAIN_S)
-        await self.reconcile_once()
+        try:
+            async with asyncio.timeout(RESUME_TIMEOUT_S):
+                await self.reconcile_once()
+        except Exception as exc:  # the next drop reconciles again; nothing else to do here
+            log.warning("controlgap: the second pass failed (%s)", exc)
 
     async def reconcile_once(self) -> None:
         users = list(dict.fromkeys([*self.tokens.by_user, *self.core.users]))

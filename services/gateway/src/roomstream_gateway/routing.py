@@ -412,6 +412,10 @@ class Router:
                 fut.set_result(None)
         feed.waiters.clear()
 
+    def background(self, coro: Any) -> asyncio.Task[Any]:
+        """Run `coro` as one of the router's tasks (cancelled by `stop`)."""
+        return self._spawn(coro)
+
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self.tasks.add(task)
