@@ -17,7 +17,10 @@ history). A seq that skips ahead on the channel (a message lost by a slow or cut
 triggers the same fill before it is delivered. Live messages wait in the feed's queue while it
 fills, so the core always sees a room's events in seq order. Events without a seq (typing,
 online / offline) pass through as they come. A dropped connection marks its feeds unsynced,
-reconnects with back-off and resubscribes them: each fills from its last seq.
+reconnects with back-off and resubscribes them: each fills from its last seq. The control
+channel has no seq: once it is subscribed again, `controlgap` reconciles the grants, kicks and
+revocations it may have lost from state. Every pub/sub connection is pinged (`ping_s`): one
+that looks alive but does not answer is dropped and heals the same way.
 
 The replies of one read from the socket are handed to the core as one batch (one
 `transport.write` per socket per batch, as the tail did), parsed by hiredis.
