@@ -186,8 +186,10 @@ def test_missing_rooms_and_grant_seq() -> None:
         entry(7, {"kind": "member_joined", "user": "gail"}),
         entry(2, {"kind": "member_joined", "user": "gail"}),
     ]
-    assert grant_seq("gail", page) == (7, 7)
-    assert grant_seq("zed", page) == (None, 2)
+    assert grant_seq("gail", page) == (7, None)
+    assert grant_seq("zed", page) == (None, 2)  # not in this page: look below seq 2
     created = [entry(1, {"kind": "room_created", "data": {"owner": "o", "members": ["zed"]}})]
-    assert grant_seq("zed", created) == (1, 1)
+    assert grant_seq("zed", created) == (1, None)
     assert grant_seq("zed", []) == (None, None)
+    left = [entry(10, {"kind": "member_left", "user": "gail"}), *page]
+    assert grant_seq("gail", left) == (None, None)  # the membership ended after its grant

@@ -66,7 +66,8 @@ buffer of 1,000 events, so a grant still in the buffer is always found)."""
 
 _JOINED = EventKind.MEMBER_JOINED.value
 _CREATED = EventKind.ROOM_CREATED.value
-_GRANT_MARKS = (_JOINED.encode(), _CREATED.encode())
+_LEFT = EventKind.MEMBER_LEFT.value
+_MARKS = (_JOINED.encode(), _CREATED.encode(), _LEFT.encode())
 
 
 def missing_rooms(core: Core, user: str, listed: Iterable[Any]) -> list[str]:
@@ -81,21 +82,26 @@ def missing_rooms(core: Core, user: str, listed: Iterable[Any]) -> list[str]:
 
 
 def grant_seq(user: str, entries: list[Any]) -> tuple[int | None, int | None]:
-    """The seq of `user`'s newest grant in a page of a recent stream (XREVRANGE: newest
-    first), and the lowest seq of the page (where the next page ends), or None."""
+    """In a page of a recent stream (XREVRANGE: newest first): the seq of `user`'s newest grant
+    and None; or None and the lowest seq of the page (where the next page ends: look further).
+    (None, None): nothing to grant — the user's newest membership event is its `member_left`
+    (an unseeded room's read model may still list it; a grant before it is over), or the page
+    is empty."""
     lowest: int | None = None
     for entry_id, fields in entries:
         seq = int(kit_redis.text(entry_id).partition("-")[0])
         lowest = seq
         body = fields.get(b"e") if isinstance(fields, dict) else None
-        if not body or not any(mark in body for mark in _GRANT_MARKS):
+        if not body or not any(mark in body for mark in _MARKS):
             continue
         env = orjson.loads(body)
         kind = env.get("kind")
         if (kind == _JOINED and env.get("user") == user) or (
             kind == _CREATED and user in created_members(env)
         ):
-            return seq, lowest
+            return seq, None
+        if kind == _LEFT and env.get("user") == user:
+            return None, None
     return None, lowest
 
 
