@@ -1,5 +1,7 @@
 """A TCP proxy that a test can cut and restore: "Postgres goes away" without stopping the shared
-server. While cut, new connections are refused and open ones are dropped."""
+server. While cut, new connections are refused and open ones are dropped. In front of Redis it
+can also silence the pub/sub connections open now (`stall_pubsub`): they stay open but carry
+nothing any more, either way — a link that looks alive but is dead (a peer or NAT entry gone)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,9 @@ class CuttableProxy:
         self.target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._pubsub: set[asyncio.StreamWriter] = set()
+        """Both ends of each connection whose client sent a (S)SUBSCRIBE."""
+        self._muted: set[asyncio.StreamWriter] = set()
 
     @classmethod
     async def before_postgres(cls, database_url: str) -> tuple[CuttableProxy, str]:
@@ -41,9 +46,18 @@ class CuttableProxy:
             self._handle, "127.0.0.1", self.listen_port, reuse_address=True
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter] | None = None,
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if pair is not None and b"SUBSCRIBE" in data.upper():
+                    self._pubsub.update(pair)
+                if writer in self._muted:
+                    continue  # silenced: the bytes go nowhere, the connection stays open
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -59,9 +73,13 @@ class CuttableProxy:
             return
         self._writers |= {writer, up_writer}
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(
+                self._pipe(reader, up_writer, (writer, up_writer)), self._pipe(up_reader, writer)
+            )
         finally:
             self._writers -= {writer, up_writer}
+            self._pubsub -= {writer, up_writer}
+            self._muted -= {writer, up_writer}
 
     async def cut(self) -> None:
         """Stop listening and drop every open connection (both directions)."""
@@ -74,6 +92,11 @@ class CuttableProxy:
             transport = w.transport
             transport.abort()
         self._writers.clear()
+
+    def stall_pubsub(self) -> int:
+        """Silence the pub/sub connections open now (new ones work); how many ends."""
+        self._muted |= self._pubsub
+        return len(self._pubsub)
 
     async def restore(self) -> None:
         await self.start()

@@ -25,6 +25,7 @@ Key map (namespace `rs` by default; `N` is the shard number):
 | `rs:node-conns:NODE` | hash | rooms service | connection id → user on one node |
 | `rs:history-latest:{N}:ROOM` | hash | history service | cached latest history page + generation |
 | `rs:revoked:USER` | string | rooms service | tokens of USER with `iat` below this (seconds) are revoked |
+| `rs:kicked:USER` | string (counter) | rooms service | USER's kicks (`user_kicked`) so far: a gateway whose control channel was down closes the sockets that connected before the last one |
 | `rs:read:{N}:USER` | hash | gateway (`read`), rooms service | USER's read markers, room → seq (max wins); `N` = shard of `~USER` (`userstream`) |
 | `rs:dead:{N}` | stream | every consumer (`roomstream_kit.consumer`) | dead letters of shard N: entries a consumer group could never handle |
 | `rs:dead-count:{N}` | hash | every consumer | group → how many entries of shard N it dead-lettered |
@@ -169,6 +170,12 @@ class StreamKeys:
     def revoked(self, user: str) -> str:
         """String: the user's revocation cutoff (`roomstream_contracts.tokens.REVOKE_SCRIPT`)."""
         return f"{self.namespace}:revoked:{user}"
+
+    def kicked(self, user: str) -> str:
+        """String: how many times USER was kicked (`user_kicked`), raised before each kick's
+        event is appended; a gateway reads it at connect and again after a control-channel drop
+        (a kick published meanwhile still closes the sockets that connected before it)."""
+        return f"{self.namespace}:kicked:{user}"
 
     # -- history service
     def history_latest(self, room: str) -> str:

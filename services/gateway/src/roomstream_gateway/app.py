@@ -42,6 +42,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .auth import token_from_request
 from .commands import Commands
+from .controlgap import ControlGap
 from .handshake import GatewayConnection
 from .http import HttpRoutes
 from .hub import Hub, wire
@@ -104,7 +105,13 @@ class Gateway:
         self.router: Router | None = None
         if settings.delivery == "routed":
             self.router = Router(
-                self.redis, settings.redis_url, self.keys, self.hub, self.metrics, self.upstream
+                self.redis,
+                settings.redis_url,
+                self.keys,
+                self.hub,
+                self.metrics,
+                self.upstream,
+                ping_s=settings.pubsub_ping_s,
             )
             self.hub.ensure = self.router.ensure
             self.hub.changed = self.router.changed
@@ -132,7 +139,9 @@ class Gateway:
         self.tail.control = self.tokens.apply
         if self.router is not None:
             self.router.control = self.tokens.apply
-            self.router.control_resumed = self.tokens.recheck
+            self.router.control_resumed = ControlGap(
+                self.redis, self.keys, self.router, self.tokens
+            ).reconcile
         self.heartbeat = Heartbeat.from_settings(
             self.redis,
             settings,
@@ -271,7 +280,7 @@ class Gateway:
         # reaches this socket through the log.
         self.tokens.track(session, claims)
         try:
-            if await self.tokens.revoked(claims):
+            if await self.tokens.revoked_at_connect(session, claims):
                 self.tokens.forget(session)
                 self.metrics.auth_failures.add(1, {"reason": "revoked"})
                 await conn.close(CloseCode.NOT_AUTHENTICATED, "token revoked")

@@ -17,7 +17,10 @@ history). A seq that skips ahead on the channel (a message lost by a slow or cut
 triggers the same fill before it is delivered. Live messages wait in the feed's queue while it
 fills, so the core always sees a room's events in seq order. Events without a seq (typing,
 online / offline) pass through as they come. A dropped connection marks its feeds unsynced,
-reconnects with back-off and resubscribes them: each fills from its last seq.
+reconnects with back-off and resubscribes them: each fills from its last seq. The control
+channel has no seq: once it is subscribed again, `controlgap` reconciles the grants, kicks and
+revocations it may have lost from state. Every pub/sub connection is pinged (`ping_s`): one
+that looks alive but does not answer is dropped and heals the same way.
 
 The replies of one read from the socket are handed to the core as one batch (one
 `transport.write` per socket per batch, as the tail did), parsed by hiredis.
@@ -56,6 +59,9 @@ MAX_STRICT_TRIES = 8
 ENSURE_TIMEOUT_S = 5.0
 """A welcome or join waits this long for its rooms' subscriptions, then fails `unavailable`."""
 BACKOFF_MAX_S = 2.0
+RESUME_TIMEOUT_S = 30.0
+"""The reconcile after a control-channel drop gets this long (a Redis connection that hangs
+must not hold the one way back for good); then it starts over, resubscription included."""
 _GRANTS = (b"member_joined", b"room_created")
 _TOKENS = (b"user_kicked", b"tokens_revoked")
 
@@ -116,6 +122,8 @@ class Link(asyncio.Protocol):
         """SUNSUBSCRIBE replies still expected per channel (any other is Redis moving a slot)."""
         self.feeds: set[Feed] = set()
         self.lost = False
+        self.pinged = False
+        """A PING went out and its PONG has not come back yet (`Router._watch`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -161,6 +169,11 @@ class Link(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        """Drop the connection now (a silent peer: a close would wait for the buffer)."""
+        if self.transport is not None:
+            self.transport.abort()
+
 
 class Router:
     """The channels of this gateway's rooms, and the gapless hand-over of their events to the
@@ -174,8 +187,12 @@ class Router:
         hub: Hub,
         metrics: GatewayMetrics,
         upstream: Upstream,
+        ping_s: float = 0.0,
     ) -> None:
         self.redis = redis
+        self.ping_s = ping_s
+        """Every pub/sub connection is pinged this often; one that has not answered by the
+        next ping is aborted (0: never — TCP keepalive alone, which takes hours)."""
         self.keys = keys
         self.hub = hub
         self.core = hub.core
@@ -196,7 +213,7 @@ class Router:
         """Sees the control events (`user_kicked`, `tokens_revoked`): the token lifecycle."""
         self.control_resumed: Callable[[], Awaitable[None]] | None = None
         """Called once the control channel is subscribed again after a drop (what it carried
-        meanwhile is lost: the token lifecycle re-reads the revocation cutoffs)."""
+        meanwhile is lost: `controlgap` reconciles grants, kicks and revocations from state)."""
         self.received = 0
         """Room-channel messages received (the routing metric's count, also for benches)."""
         self.stopping = False
@@ -209,14 +226,21 @@ class Router:
     async def start(self) -> None:
         """Subscribe to the control channel (before any socket is accepted)."""
         await self._control()
+        if self.ping_s > 0:
+            self._spawn(self._watch())
 
     async def run(self) -> None:
         """The router's essential task: keeps the control subscription alive (the feeds heal
         themselves); ends only when stopped. After a drop it subscribes again (backoff), then
-        lets the token lifecycle re-read what the drop may have carried (`control_resumed`) —
-        the one path back, so a resubscription is never without its re-read."""
+        reconciles what the drop may have carried (`control_resumed`: grants, kicks,
+        revocations) — the one path back, so a resubscription is never without its re-read."""
         while not self.stopping:
             await self._control_lost.wait()
+            # Cleared before the way back: a drop during it (the reconcile's reads take a while)
+            # sets it again and goes round once more, instead of being cleared unseen.
+            self._control_lost.clear()
+            if self.stopping:
+                return
             await retry(
                 self._control_again,
                 what="routing: control subscription",
@@ -225,7 +249,6 @@ class Router:
                 max_s=BACKOFF_MAX_S,
                 logger=log,
             )
-            self._control_lost.clear()
 
     def stop(self) -> None:
         self.stopping = True
@@ -297,7 +320,31 @@ class Router:
     async def _control_again(self) -> None:
         await self._control()
         if self.control_resumed is not None:
-            await self.control_resumed()
+            async with asyncio.timeout(RESUME_TIMEOUT_S):
+                await self.control_resumed()
+
+    async def _watch(self) -> None:
+        """A pub/sub connection that looks alive but is not (a peer gone silently, a NAT or
+        firewall entry expired) would keep its rooms and the control channel silent until TCP
+        keepalive gives up. Each `ping_s` every connection gets a PING; one whose previous PING
+        is unanswered is aborted, and its rooms and the control channel come back the usual
+        way (resubscribe, fill, reconcile). A drop is so noticed within two intervals."""
+        while not self.stopping:
+            await asyncio.sleep(self.ping_s)
+            for link in list(self.links.values()):
+                if link.lost:
+                    continue
+                if link.pinged:
+                    log.warning(
+                        "routing: pub/sub connection to %s:%s did not answer a PING within "
+                        "%.1fs; dropped",
+                        *link.addr,
+                        self.ping_s,
+                    )
+                    link.abort()
+                else:
+                    link.pinged = True
+                    link.send("PING")
 
     # -- subscriptions ------------------------------------------------------------------------
 
@@ -367,6 +414,10 @@ class Router:
             if not fut.done():
                 fut.set_result(None)
         feed.waiters.clear()
+
+    def background(self, coro: Any) -> asyncio.Task[Any]:
+        """Run `coro` as one of the router's tasks (cancelled by `stop`)."""
+        return self._spawn(coro)
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
@@ -492,6 +543,17 @@ class Router:
             self.metrics.route_fills.add(len(out))
         self._deliver(out)
 
+    def grant(self, room: str, users: list[str], seq: int) -> None:
+        """Membership of `room` granted to `users` at `seq` (from the control channel, or found
+        by the reconcile after a control-channel drop, `controlgap`): their local sockets
+        receive the room from `seq` on — subscribed, and filled from `seq - 1` when the room's
+        feed is already past it. Idempotent: a grant seen twice (live and by the reconcile)
+        subscribes once, and the core writes each seq once."""
+        self.core.grant(room, users, seq)
+        if any(u in self.core.users for u in users):
+            self.sync_core()
+            self.reposition(room, seq - 1)
+
     def reposition(self, room: str, after: int) -> None:
         """A subscriber positioned at `after` appeared on a feed that is past it (a grant seen
         on the control channel after the room's channel delivered it): fill from there (the
@@ -513,6 +575,8 @@ class Router:
             if not isinstance(reply, list) or len(reply) < 3:
                 if reply == b"OK":
                     link.confirmed(b"__auth__")
+                elif reply == b"PONG" or (isinstance(reply, list) and reply[:1] == [b"pong"]):
+                    link.pinged = False  # subscribed: ["pong", ""]; not yet: +PONG
                 continue
             typ = reply[0]
             if typ == b"smessage":
@@ -597,11 +661,7 @@ class Router:
             if not isinstance(room, str) or not room:
                 return
             users = created_members(env) if kind == b"room_created" else [env.get("user")]
-            users = [u for u in users if isinstance(u, str) and u]
-            self.core.grant(room, users, seq)
-            if any(u in self.core.users for u in users):
-                self.sync_core()
-                self.reposition(room, seq - 1)
+            self.grant(room, [u for u in users if isinstance(u, str) and u], seq)
         except Exception:  # one malformed note must not stop the connection's other messages
             log.exception("routing: skipped a control message")
 

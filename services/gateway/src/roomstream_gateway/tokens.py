@@ -11,6 +11,9 @@
   a token with `iat` below it is refused. `tokens_revoked` and `user_kicked` events (sharded by
   user, in the log every gateway tails) close the user's local sockets: those holding a revoked
   token with 4401, all of them with 1008.
+- After a control-channel drop (`controlgap`) both are read again for every local user: the
+  cutoff, and the user's kick counter (`StreamKeys.kicked`, read at connect too): a socket that
+  connected before a kick the drop swallowed is closed with 1008 all the same.
 """
 
 from __future__ import annotations
@@ -51,11 +54,13 @@ Send = Callable[[Session, bytes], None]
 class TokenState:
     """What the gateway keeps of a socket's current token."""
 
-    __slots__ = ("exp", "iat")
+    __slots__ = ("exp", "iat", "kicks")
 
-    def __init__(self, claims: TokenClaims) -> None:
+    def __init__(self, claims: TokenClaims, kicks: int | None = None) -> None:
         self.exp: float = claims.exp
         self.iat: float | None = claims.iat
+        self.kicks = kicks
+        """The user's kick counter when the socket connected (None: not read yet)."""
 
 
 class TokenLifecycle:
@@ -117,6 +122,19 @@ class TokenLifecycle:
         read; its errors propagate)."""
         return claims.revoked_by(await self._cutoff(claims.sub))
 
+    async def revoked_at_connect(self, session: Session, claims: TokenClaims) -> bool:
+        """`revoked`, for a socket that was just tracked, and the user's kick counter read in
+        the same round trip: the socket's baseline against which a kick that a control-channel
+        drop swallowed is recognised later (`recheck_user`)."""
+        user = claims.sub
+        stored, kicks = await self.batch(
+            [("GET", self.keys.revoked(user)), ("GET", self.keys.kicked(user))]
+        )
+        state = self.states.get(session)
+        if state is not None:
+            state.kicks = parse_kicks(kicks)
+        return claims.revoked_by(self._merged_cutoff(user, stored))
+
     async def _cutoff(self, user: str) -> float | None:
         (stored,) = await self.batch([("GET", self.keys.revoked(user))])
         return self._merged_cutoff(user, stored)
@@ -129,20 +147,25 @@ class TokenLifecycle:
             return seen
         return stored
 
-    async def recheck(self) -> None:
-        """Read the revocation cutoff of every user with local sockets again (one pipeline) and
-        close the sockets it revokes: a `tokens_revoked` published while the control
-        subscription was down (the router calls this once it is subscribed again) still takes
-        effect."""
-        users = list(self.by_user)
-        if not users:
+    def recheck_user(self, user: str, revoked_raw: Any, kicked_raw: Any) -> None:
+        """The user's revocation cutoff and kick counter, read again after a control-channel
+        drop (`controlgap`): close the sockets the cutoff revokes (4401), then those that
+        connected before a kick the drop swallowed (1008). A socket whose own counter read is
+        still under way is left alone: it reads the current counter itself, and the control
+        channel is subscribed again, so a later kick reaches it live."""
+        sessions = self.by_user.get(user)
+        if not sessions:
             return
-        stored = await self.batch([("GET", self.keys.revoked(user)) for user in users])
-        for user, raw in zip(users, stored, strict=True):
-            sessions = self.by_user.get(user)
-            before = self._merged_cutoff(user, raw)
-            if sessions and before is not None:
-                self._revoke(sessions, before)
+        before = self._merged_cutoff(user, revoked_raw)
+        if before is not None:
+            self._revoke(list(sessions), before)
+        kicks = parse_kicks(kicked_raw)
+        hit = [
+            s
+            for s in self.by_user.get(user, ())
+            if (st := self.states.get(s)) is not None and st.kicks is not None and st.kicks < kicks
+        ]
+        self._close_all(hit, CloseCode.POLICY_VIOLATION, "kicked")
 
     def _revoke(self, sessions: Iterable[Session], before: float) -> None:
         """Close (4401) the sockets whose token was issued before the cutoff."""
@@ -175,7 +198,7 @@ class TokenLifecycle:
             return
         if session not in self.states:  # closed meanwhile
             return
-        self.states[session] = TokenState(claims)
+        self.states[session] = TokenState(claims, self.states[session].kicks)
         self.metrics.token_refreshes.add(1, {"result": "ok"})
         self.send(session, frame("ack", ref=ref, exp=claims.exp))
         self._schedule(session, hint=True)
@@ -275,3 +298,11 @@ class TokenLifecycle:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._timer_at = None
+
+
+def parse_kicks(raw: Any) -> int:
+    """A kick counter as stored (`StreamKeys.kicked`; absent or unreadable: 0)."""
+    try:
+        return int(raw) if raw is not None else 0
+    except (TypeError, ValueError):
+        return 0

@@ -8,7 +8,7 @@ that every gateway tails, so it reaches every gateway without knowing where the 
 
 | call | who | effect |
 |---|---|---|
-| `POST /users/{user}/disconnect` | service, or the user itself | every open socket of the user, on every gateway, is closed with 1008 |
+| `POST /users/{user}/disconnect` | service, or the user itself | every open socket of the user, on every gateway, is closed with 1008 (the kick counter `StreamKeys.kicked` is raised first) |
 | `POST /users/{user}/revoke` `{"before"?: seconds}` | service, or the user itself | tokens with `iat` < `before` (default: now) are refused at connect and on refresh; open sockets holding one are closed with 4401 |
 """
 
@@ -95,6 +95,10 @@ class UserSessionsApi:
         body = DisconnectBody.model_validate(await _optional_body(request))
         data = UserKickedData(by=claims.sub, reason=body.reason).model_dump()
         env = self._envelope(EventKind.USER_KICKED, user, data)
+        # The counter first, then the event (like a revocation's cutoff): a gateway that read
+        # the counter before it was raised had tracked its socket already, so the event reaches
+        # that socket — or, if its control channel was down then, the re-read after it does.
+        await self.redis.incr(self.keys.kicked(user))
         await self.eventlog.append(env)
         return JSONResponse({"user": user, "event": env.id}, status_code=202)
 
