@@ -8,6 +8,12 @@ import httpx
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 
 
+POOL_WAIT_S = 30.0
+"""How long a call may wait for one of the client's connections (100): in a reconnect storm
+hundreds of joins fetch their missed events from history at once; they queue for a connection
+rather than fail `unavailable` after the request timeout (each then retried by its client)."""
+
+
 class Upstream:
     """One pooled HTTP client for the rooms and history APIs."""
 
@@ -15,7 +21,8 @@ class Upstream:
         self.rooms_url = rooms_url.rstrip("/")
         self.history_url = history_url.rstrip("/")
         self.client = httpx.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout_s, pool=POOL_WAIT_S),
         )
 
     async def aclose(self) -> None:
