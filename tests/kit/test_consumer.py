@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 
+import pytest
 import redis.asyncio as aioredis
 from roomstream_contracts.events import EventKind
 from roomstream_contracts.ids import new_event_id
@@ -132,7 +133,7 @@ async def test_own_pending_entries_are_drained_at_start_before_new_ones(
 
 
 async def test_a_long_poll_delivers_at_once_and_stop_does_not_wait_for_the_read(
-    namespace: str, redis: aioredis.Redis
+    namespace: str, redis: aioredis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[str] = []
 
@@ -141,9 +142,13 @@ async def test_a_long_poll_delivers_at_once_and_stop_does_not_wait_for_the_read(
 
     consumer = consumer_of(namespace, redis, handle, poll_ms=LONG_POLL_MS)
     await consumer.start()
-    await asyncio.sleep(0.3)  # every shard's read is blocked now
+    # Blocked longer than redis-py's default socket timeout (5 s), which would have cut the
+    # reads ("Message fetch error") and paused them for FastStream's 5 s backoff.
+    await asyncio.sleep(6.0)
     ids = await append(redis, namespace, 1)
     await until(lambda: seen == ids, "the entry, from the blocked read")
+    fetch_errors = [r for r in caplog.records if "fetch error" in r.getMessage()]
+    assert fetch_errors == []
     await asyncio.sleep(0.3)  # blocked again
     # Bounded here so a stop that waited for the 120 s reads fails the test instead of hanging.
     await asyncio.wait_for(consumer.stop(timeout_s=5.0), 15.0)

@@ -15,7 +15,8 @@ also returns this consumer's own entries once a slow batch kept them longer than
 being handled twice at once.
 
 A blocking read returns as soon as an entry arrives, so `poll_ms` only sets how often an idle
-shard is asked again; `stop()` cancels the blocked reads (FastStream cancels its read tasks; the
+shard is asked again (the broker's socket timeout is set above it: redis-py's default of 5 s would
+cut longer reads); `stop()` cancels the blocked reads (FastStream cancels its read tasks; the
 reclaim job is cancelled), so it does not wait for a read to time out.
 
 The handler receives a batch of `LogEntry` and must be idempotent: an entry is acknowledged (XACK)
@@ -181,6 +182,12 @@ async def _raw_decoder(msg: StreamMessage[Any]) -> Any:
     return msg.raw_message
 
 
+READ_TIMEOUT_MARGIN_S = 5.0
+"""The broker's socket timeout is `poll_ms` plus this. Its clients only run the blocking reads,
+and redis-py's default socket timeout (5 s) would end every read that blocks longer with a
+TimeoutError, after which FastStream waits 5 s before it reads that shard again."""
+
+
 def _reading(settings: CommonSettings, name: str, given: int | None) -> Any:
     """A read setting of the consumer: `given`, else the service's `ConsumerSettings` field,
     else that field's default."""
@@ -250,7 +257,10 @@ class LogConsumer:
         # FastStream's access lines ("Received" / "Processed") at DEBUG, its errors through the
         # project's JSON logging as one line each (no traceback).
         self.broker: RedisBroker = broker_cls(
-            settings.redis_url, logger=tame_faststream_logging(), log_level=logging.DEBUG
+            settings.redis_url,
+            logger=tame_faststream_logging(),
+            log_level=logging.DEBUG,
+            socket_timeout=self.poll_ms / 1000 + READ_TIMEOUT_MARGIN_S,
         )
         self._stopping = False
         self._broker_started = False
