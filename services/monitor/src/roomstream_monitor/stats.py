@@ -114,6 +114,10 @@ class Collector:
         self._hooks_prev: tuple[float, dict[str, hookstats.Page]] = (0.0, {})
         self._hooks_latency: dict[str, dict[str, float | None]] = {}
         self._series: list[list[int]] = []
+        self._rates_read: tuple[object, dict[int, dict[str, int]]] | None = None
+        """(rate version, buckets) of the last read of the rate buckets."""
+        self._delivered_at_scrape: dict[str, object] = {}
+        """gateway → its `delivered` count (heartbeat record) when its `/metrics` was scraped."""
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -176,9 +180,17 @@ class Collector:
                 counts[name] = counts.get(name, 0) + int(n)
         return counts
 
-    async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
+    async def rate_buckets(self, now_s: int) -> dict[int, dict[str, int]]:
+        """The per-second message buckets of the window before `now_s`. Read again only when
+        their version moved since the last read (the message counter moves it after every
+        change); otherwise the buckets read before, less the seconds that left the window: an
+        idle system costs one GET per refresh instead of `rate_window_s` HGETALLs."""
         window = self.settings.rate_window_s
         seconds = list(range(now_s - window, now_s))
+        version: object = await self.redis.get(monitor_keys.rate_version(self.keys.namespace))
+        if self._rates_read is not None and self._rates_read[0] == version:
+            old = self._rates_read[1]
+            return {second: old[second] for second in seconds if second in old}
         async with self.redis.pipeline(transaction=False) as pipe:
             for second in seconds:
                 pipe.hgetall(monitor_keys.rate_bucket(self.keys.namespace, second))
@@ -188,6 +200,12 @@ class Collector:
             for second, bucket in zip(seconds, raw, strict=True)
             if bucket
         }
+        self._rates_read = (version, buckets)
+        return buckets
+
+    async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
+        window = self.settings.rate_window_s
+        buckets = await self.rate_buckets(now_s)
         rates = window_rates(buckets, now_s, window, self.settings.busiest_rooms)
         busiest = [{"room": room, "messages_per_s": rate} for room, rate in rates.busiest_rooms]
         series = [[second * 1000, count] for second, count in rates.series]
@@ -242,15 +260,30 @@ class Collector:
         """
         targets = [(g.node, str(g.fields.get("address", ""))) for g in gateways]
         targets = [(n, a) for n, a in targets if a]
-        results = await asyncio.gather(*(self._scrape(n, a) for n, a in targets))
+        delivered = {g.node: g.fields.get("delivered") for g in gateways}
+        # A gateway that delivered nothing since its last scrape (its heartbeat's count did not
+        # move; no count: a gateway of an older version) has the same histogram: not scraped.
+        quiet = {
+            n
+            for n, _ in targets
+            if delivered[n] is not None
+            and n in self._latency_prev
+            and self._delivered_at_scrape.get(n) == delivered[n]
+        }
+        scraped = [(n, a) for n, a in targets if n not in quiet]
+        results = await asyncio.gather(*(self._scrape(n, a) for n, a in scraped))
         deltas = []
-        current: dict[str, latency.Buckets] = {}
-        for (node, _), buckets in zip(targets, results, strict=True):
+        current: dict[str, latency.Buckets] = {n: self._latency_prev[n] for n in quiet}
+        for (node, _), buckets in zip(scraped, results, strict=True):
             if buckets is None:
                 continue
             current[node] = buckets
+            self._delivered_at_scrape[node] = delivered[node]
             deltas.append(latency.delta(buckets, self._latency_prev.get(node, {})))
         self._latency_prev = current
+        self._delivered_at_scrape = {
+            n: c for n, c in self._delivered_at_scrape.items() if n in current
+        }
         pcts = latency.percentiles_ms(latency.add(deltas))
         if pcts["p50"] is not None:
             self._latency_last = pcts
