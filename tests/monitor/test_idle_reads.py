@@ -95,6 +95,12 @@ async def test_rate_buckets_are_read_again_only_when_the_counter_moved_their_ver
         assert buckets[second]["r1"] == 103 and buckets[second]["r2"] == 2
         # Seconds that left the window are dropped from what was read, without a read.
         assert await collector.rate_buckets(second + settings.rate_window_s + 1) == {}
+        # A count of the current second, made before a refresh: not in that refresh's window,
+        # in the next one's although the version did not move in between.
+        current = now_ms() // 1000
+        await counter.handle(messages("r3", 1, current * 1000))
+        assert current not in await collector.rate_buckets(current)
+        assert (await collector.rate_buckets(current + 3))[current]["r3"] == 1
     finally:
         await collector.close()
         await redis.aclose()

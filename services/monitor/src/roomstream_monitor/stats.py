@@ -30,7 +30,7 @@ from . import keys as monitor_keys
 from .metrics import MonitorMetrics
 from .registry import NodeRecord, Registry
 from .settings import MonitorSettings
-from .window import window_rates
+from .window import AHEAD_S, window_rates
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ class Collector:
         self._hooks_prev: tuple[float, dict[str, hookstats.Page]] = (0.0, {})
         self._hooks_latency: dict[str, dict[str, float | None]] = {}
         self._series: list[list[int]] = []
-        self._rates_read: tuple[object, dict[int, dict[str, int]]] | None = None
-        """(rate version, buckets) of the last read of the rate buckets."""
+        self._rates_read: tuple[object, int, dict[int, dict[str, int]]] | None = None
+        """(rate version, first second not read, buckets) of the last read of the buckets."""
         self._delivered_at_scrape: dict[str, object] = {}
         """gateway → its `delivered` count (heartbeat record) when its `/metrics` was scraped."""
 
@@ -183,14 +183,17 @@ class Collector:
     async def rate_buckets(self, now_s: int) -> dict[int, dict[str, int]]:
         """The per-second message buckets of the window before `now_s`. Read again only when
         their version moved since the last read (the message counter moves it after every
-        change); otherwise the buckets read before, less the seconds that left the window: an
-        idle system costs one GET per refresh instead of `rate_window_s` HGETALLs."""
+        change) or the window passed the seconds that read covered; otherwise the buckets read
+        before: an idle system costs one GET per refresh (and a read a minute) instead of
+        `rate_window_s` HGETALLs per refresh. A read covers the seconds up to `AHEAD_S` past now
+        too: the counter may have filled those (the current second, a skewed clock) before the
+        version was read, and they enter the window later without the version moving."""
         window = self.settings.rate_window_s
-        seconds = list(range(now_s - window, now_s))
         version: object = await self.redis.get(monitor_keys.rate_version(self.keys.namespace))
-        if self._rates_read is not None and self._rates_read[0] == version:
-            old = self._rates_read[1]
-            return {second: old[second] for second in seconds if second in old}
+        cached = self._rates_read
+        if cached is not None and cached[0] == version and now_s <= cached[1]:
+            return {s: cached[2][s] for s in range(now_s - window, now_s) if s in cached[2]}
+        seconds = list(range(now_s - window, now_s + AHEAD_S + 1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for second in seconds:
                 pipe.hgetall(monitor_keys.rate_bucket(self.keys.namespace, second))
@@ -200,8 +203,8 @@ class Collector:
             for second, bucket in zip(seconds, raw, strict=True)
             if bucket
         }
-        self._rates_read = (version, buckets)
-        return buckets
+        self._rates_read = (version, seconds[-1] + 1, buckets)
+        return {s: b for s, b in buckets.items() if s < now_s}
 
     async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
         window = self.settings.rate_window_s
