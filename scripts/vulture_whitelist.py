@@ -22,6 +22,7 @@ _.connection_made, _.data_received, _.connection_lost  # asyncio.Protocol (gatew
 _.export  # opentelemetry SpanExporter.export (telemetry, bench history)
 _.do_GET, _.do_POST, _.log_message  # http.server.BaseHTTPRequestHandler (test servers)
 _.install_signal_handlers, _.should_exit  # uvicorn.Server (tests/hooks/receiver.py)
+_.main_loop  # uvicorn.Server.main_loop, overridden by the kit (roomstream_kit.serve)
 _.pytestmark  # pytest module marks
 
 # -- public API: read by users, not by this tree ----------------------------------------------

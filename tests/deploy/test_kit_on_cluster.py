@@ -152,6 +152,56 @@ async def test_consumer_reads_every_shard_of_a_cluster(
         await consumer.stop()
 
 
+async def test_reclaim_job_takes_over_a_dead_consumers_entries_on_every_master(
+    client: AnyRedis, settings: CommonSettings
+) -> None:
+    """The consumer's reclaim job (XAUTOCLAIM per shard, shards on different masters) takes over
+    what a dead consumer read and never acknowledged."""
+    log = EventLog.from_settings(client, settings)
+    rooms = [f"r{i}" for i in range(16)]
+    seen: list[str] = []
+
+    async def handle(batch: Sequence[LogEntry]) -> None:
+        seen.extend(entry.envelope.id for entry in batch)
+
+    consumer = LogConsumer(
+        settings,
+        client,
+        group="reclaimtest",
+        consumer="c1",
+        handler=handle,
+        poll_ms=50,
+        reclaim_idle_ms=200,
+        reclaim_interval_ms=100,
+    )
+    await consumer.ensure_groups()
+    ids = []
+    for room in rooms:
+        env = envelope(EventKind.MESSAGE, room, "ann", text="x", client_id=room)
+        await log.append(env)
+        ids.append(env.id)
+    for stream in settings.keys.all_logs():  # the dead consumer's reads, never acknowledged
+        await client.xreadgroup("reclaimtest", "dead", {stream: ">"}, count=100)
+    await consumer.start()
+    try:
+        for _ in range(600):
+            if sorted(seen) == sorted(ids):
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(seen) == sorted(ids)
+        for _ in range(100):
+            pending = [
+                (await client.xpending(stream, "reclaimtest"))["pending"]
+                for stream in settings.keys.all_logs()
+            ]
+            if not any(pending):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(pending)
+    finally:
+        await consumer.stop()
+
+
 async def test_heartbeat_pipeline_across_slots(client: AnyRedis, settings: CommonSettings) -> None:
     """The heartbeat writes (and on a clean stop removes) keys that live on different masters."""
     beat = Heartbeat(client, settings.keys, "gw-1", "gateway", interval_s=0.1, ttl_s=5, stats=dict)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import orjson
@@ -24,6 +23,7 @@ from roomstream_kit.settings import CommonSettings
 
 from tests.conftest import REDIS_URL
 from tests.support.events import envelope
+from tests.support.waits import until
 
 GROUP = "dltest"
 ROOM = "poison-room"
@@ -42,18 +42,6 @@ def settings_of(namespace: str) -> CommonSettings:
 
 def message(text: str) -> Envelope:
     return envelope(EventKind.MESSAGE, ROOM, "ann", text=text, client_id=new_event_id())
-
-
-async def until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def run_consumer(

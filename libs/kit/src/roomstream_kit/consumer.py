@@ -1,12 +1,23 @@
 """Consuming the log with a consumer group, in batches, at least once.
 
-`LogConsumer` is a FastStream app: one batch subscriber per shard stream (`XREADGROUP`, group =
-the service, consumer = this instance) and one reclaim subscriber per shard (`XAUTOCLAIM` with
-`min_idle_time`) that takes over entries a dead consumer left pending. FastStream does not re-read
-a consumer's own pending entries after a restart, so `start()` first drains this consumer's own
-pending entries in order, before any new entry is read. XAUTOCLAIM also returns this consumer's
-own entries once a slow batch kept them longer than `min_idle_time`; those still being handled in
-this process are left to their batch instead of being handled twice at once.
+`LogConsumer` is a FastStream app: one batch subscriber per shard stream (`XREADGROUP BLOCK
+poll_ms`, group = the service, consumer = this instance), plus one reclaim job of its own that
+takes over the entries a dead consumer left pending: every `reclaim_interval_ms` (default half of
+`reclaim_idle_ms`) it runs `XAUTOCLAIM` with `min_idle_time = reclaim_idle_ms` over every shard
+and handles what it claimed, so a dead consumer's entry is taken over at most
+`reclaim_idle_ms + reclaim_interval_ms` after it was delivered. (Not FastStream's reclaim
+subscriber: it polls one shard with `XAUTOCLAIM COUNT 1` every second, 8 commands a second per
+idle service for an event that happens when a process dies; docs/benchmarks.md, "Issue 12".)
+FastStream does not re-read a consumer's own pending entries after a restart, so `start()` first
+drains this consumer's own pending entries in order, before any new entry is read. XAUTOCLAIM
+also returns this consumer's own entries once a slow batch kept them longer than
+`reclaim_idle_ms`; those still being handled in this process are left to their batch instead of
+being handled twice at once.
+
+A blocking read returns as soon as an entry arrives, so `poll_ms` only sets how often an idle
+shard is asked again (the broker's socket timeout is set above it: redis-py's default of 5 s would
+cut longer reads); `stop()` cancels the blocked reads (FastStream cancels its read tasks; the
+reclaim job is cancelled), so it does not wait for a read to time out.
 
 The handler receives a batch of `LogEntry` and must be idempotent: an entry is acknowledged (XACK)
 only after the handler returned, so a crash between the two delivers it again.
@@ -58,7 +69,8 @@ from .failures import describe, is_data_error, is_transient
 from .logs import tame_faststream_logging
 from .redis import REDIS_DOWN_ERRORS, AnyRedis, text
 from .retry import Backoff, retry
-from .settings import CommonSettings
+from .settings import CommonSettings, ConsumerSettings
+from .shutdown import cancel_and_wait
 from .telemetry import meter
 
 log = logging.getLogger(__name__)
@@ -170,6 +182,22 @@ async def _raw_decoder(msg: StreamMessage[Any]) -> Any:
     return msg.raw_message
 
 
+READ_TIMEOUT_MARGIN_S = 5.0
+"""The broker's socket timeout is `poll_ms` plus this. Its clients only run the blocking reads,
+and redis-py's default socket timeout (5 s) would end every read that blocks longer with a
+TimeoutError, after which FastStream waits 5 s before it reads that shard again."""
+
+
+def _reading(settings: CommonSettings, name: str, given: int | None) -> Any:
+    """A read setting of the consumer: `given`, else the service's `ConsumerSettings` field,
+    else that field's default."""
+    if given is not None:
+        return given
+    if isinstance(settings, ConsumerSettings):
+        return getattr(settings, name)
+    return ConsumerSettings.model_fields[name].default
+
+
 class LogConsumer:
     """Consumes every shard of the log as `consumer` in consumer group `group`."""
 
@@ -182,8 +210,9 @@ class LogConsumer:
         consumer: str,
         handler: BatchHandler,
         batch_size: int = 500,
-        poll_ms: int = 1000,
-        reclaim_idle_ms: int = 30_000,
+        poll_ms: int | None = None,
+        reclaim_idle_ms: int | None = None,
+        reclaim_interval_ms: int | None = None,
         max_backoff_s: float = 5.0,
         on_dead_letter: DeadLetterHook | None = None,
         probe: Probe | None = None,
@@ -196,8 +225,12 @@ class LogConsumer:
         self.consumer = consumer
         self.handler = handler
         self.batch_size = batch_size
-        self.poll_ms = poll_ms
-        self.reclaim_idle_ms = reclaim_idle_ms
+        # Given here, else the service's `ConsumerSettings`, else their defaults.
+        self.poll_ms: int = _reading(settings, "poll_ms", poll_ms)
+        self.reclaim_idle_ms: int = _reading(settings, "reclaim_idle_ms", reclaim_idle_ms)
+        interval_ms = _reading(settings, "reclaim_interval_ms", reclaim_interval_ms)
+        self.reclaim_interval_s = (interval_ms or max(self.reclaim_idle_ms // 2, 1)) / 1000
+        """Time between two reclaim passes (default: half of `reclaim_idle_ms`)."""
         self.max_backoff_s = max_backoff_s
         self.on_dead_letter = on_dead_letter
         """Runs before an entry is dead-lettered (e.g. record its seq as skipped)."""
@@ -224,10 +257,16 @@ class LogConsumer:
         # FastStream's access lines ("Received" / "Processed") at DEBUG, its errors through the
         # project's JSON logging as one line each (no traceback).
         self.broker: RedisBroker = broker_cls(
-            settings.redis_url, logger=tame_faststream_logging(), log_level=logging.DEBUG
+            settings.redis_url,
+            logger=tame_faststream_logging(),
+            log_level=logging.DEBUG,
+            socket_timeout=self.poll_ms / 1000 + READ_TIMEOUT_MARGIN_S,
         )
         self._stopping = False
         self._broker_started = False
+        self._reclaimer: asyncio.Task[None] | None = None
+        self._reclaiming = False
+        """Whether the reclaim job is in a pass (then `stop()` lets it finish its batch)."""
         self._inflight: dict[str, set[bytes | str]] = {stream: set() for stream in self.streams}
         """Entries this process is handling now, per stream: XAUTOCLAIM also returns our *own*
         entries once they waited longer than `reclaim_idle_ms` (a slow batch); those are left to
@@ -247,35 +286,75 @@ class LogConsumer:
             polling_interval=self.poll_ms,
             last_id=">",
         )
-        reclaim = StreamSub(
-            stream,
-            group=self.group,
-            consumer=self.consumer,
-            min_idle_time=self.reclaim_idle_ms,
-            polling_interval=max(self.poll_ms, 1000),
-            last_id=">",
-        )
 
         async def on_batch(raw: Any) -> None:
             await self._handle_raw(stream, raw["message_ids"], raw["data"])
 
-        async def on_reclaimed(raw: Any) -> None:
-            data: Any = raw["data"]
-            pairs = list(
-                zip(raw["message_ids"], data if isinstance(data, list) else [data], strict=True)
-            )
-            inflight = self._inflight[stream]
-            pairs = [(i, d) for i, d in pairs if i not in inflight]
-            if not pairs:
-                return
-            ids = [i for i, _ in pairs]
-            log.info("reclaimed %d pending entries of %s", len(ids), stream)
-            await self._handle_raw(stream, ids, [d for _, d in pairs])
+        self.broker.subscriber(
+            stream=live, ack_policy=AckPolicy.MANUAL, parser=_raw_parser, decoder=_raw_decoder
+        )(on_batch)
 
-        for sub, handler in ((live, on_batch), (reclaim, on_reclaimed)):
-            self.broker.subscriber(
-                stream=sub, ack_policy=AckPolicy.MANUAL, parser=_raw_parser, decoder=_raw_decoder
-            )(handler)
+    # -- reclaim -----------------------------------------------------------------------------
+
+    async def reclaim_once(self) -> int:
+        """One reclaim pass: `XAUTOCLAIM` every shard's entries pending longer than
+        `reclaim_idle_ms` (a dead consumer's, or a slow batch's of our own) and handle them,
+        leaving those a batch of this process is still handling to that batch. Returns how many
+        entries were handled."""
+        total = 0
+        for stream in self.streams:
+            if self._stopping:
+                break
+            cursor: bytes | str = "0-0"
+            while not self._stopping:
+                reply: Any = await self.redis.xautoclaim(
+                    stream,
+                    self.group,
+                    self.consumer,
+                    self.reclaim_idle_ms,
+                    start_id=cursor,
+                    count=self.batch_size,
+                )
+                cursor, claimed = reply[0], reply[1]
+                total += await self._handle_claimed(stream, claimed)
+                if text(cursor) == "0-0":
+                    break
+        return total
+
+    async def _handle_claimed(self, stream: str, claimed: Sequence[Any]) -> int:
+        inflight = self._inflight[stream]
+        pairs = [(i, d) for i, d in claimed if i not in inflight]
+        # Redis < 7 returns an entry deleted (trimmed) meanwhile with no fields: nothing to do.
+        gone = [i for i, d in pairs if d is None]
+        if gone:
+            await self._ack(stream, gone)
+        pairs = [(i, d) for i, d in pairs if d is not None]
+        if not pairs:
+            return 0
+        ids = [i for i, _ in pairs]
+        log.info("reclaimed %d pending entries of %s", len(ids), stream)
+        await self._handle_raw(stream, ids, [d for _, d in pairs])
+        return len(ids)
+
+    async def _reclaim_forever(self) -> None:
+        """`reclaim_once` every `reclaim_interval_s` until stopped; a failed pass (Redis away) is
+        logged and the next one runs anyway."""
+        while not self._stopping:
+            self._reclaiming = True
+            try:
+                await self.reclaim_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._stopping:
+                    log.warning(
+                        "consumer %s: reclaim pass failed: %s", self.group, describe(exc, 300)
+                    )
+            finally:
+                self._reclaiming = False
+            if self._stopping:
+                return
+            await asyncio.sleep(self.reclaim_interval_s)
 
     async def _handle_raw(self, stream: str, ids: Sequence[bytes], data: Sequence[Any]) -> None:
         inflight = self._inflight.setdefault(stream, set())
@@ -478,10 +557,19 @@ class LogConsumer:
             return
         self._broker_started = True  # set first: a start cancelled midway is still stopped
         await self.broker.start()
+        if not self._stopping:
+            self._reclaimer = asyncio.create_task(
+                self._reclaim_forever(), name=f"reclaim-{self.group}"
+            )
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the subscribers; bounded, even if the broker was stopped while it was starting."""
         self._stopping = True
+        if self._reclaimer is not None:
+            if self._reclaiming:  # it ends after the batch it is handling (bounded)
+                await asyncio.wait({self._reclaimer}, timeout=timeout_s / 2)
+            # Cancelled mid-batch, its entries stay pending (not acknowledged): at least once.
+            await cancel_and_wait([self._reclaimer], timeout_s, f"consumer {self.group} reclaim")
         if not self._broker_started:
             return
         stopping = asyncio.ensure_future(self.broker.stop())

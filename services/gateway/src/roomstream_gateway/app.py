@@ -205,6 +205,9 @@ class Gateway:
             "connections": len(self.sessions),
             "rooms": sum(1 for room in self.hub.rooms if not is_user_stream(room)),
             "messages_per_s": round(rate, 1),
+            # Events delivered since start: the monitor scrapes this gateway's delivery latency
+            # only when it moved (an idle gateway is not scraped every stats interval).
+            "delivered": delivered,
         }
 
     # -- closing sockets ----------------------------------------------------------------------

@@ -105,8 +105,6 @@ class HistoryService(ConsumingService):
                 consumer=self.node,
                 handler=self.persister.handle,
                 batch_size=s.batch_size,
-                poll_ms=s.poll_ms,
-                reclaim_idle_ms=s.reclaim_idle_ms,
                 probe=self.ready_dependencies,
             )
             life.on_stop("consumer stop", consumer.stop, 11.0)

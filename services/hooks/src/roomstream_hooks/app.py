@@ -88,8 +88,6 @@ class HooksService(ConsumingService):
             consumer=CONSUMER,
             handler=self.enqueuer.handle,
             batch_size=s.batch_size,
-            poll_ms=s.poll_ms,
-            reclaim_idle_ms=s.reclaim_idle_ms,
             probe=self.ready_dependencies,
         )
         # Retried while Redis is unreachable.

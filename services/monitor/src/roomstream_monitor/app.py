@@ -56,7 +56,12 @@ def create_app(settings: MonitorSettings) -> Starlette:
         metrics.observe(collector.fresh_snapshot)
         counter = MessageCounter(redis, settings.namespace, settings.rate_window_s, metrics)
         consumer = LogConsumer(
-            settings, redis, group=CONSUMER_GROUP, consumer=node, handler=counter.handle
+            settings,
+            redis,
+            group=CONSUMER_GROUP,
+            consumer=node,
+            handler=counter.handle,
+            batch_size=settings.batch_size,
         )
         heartbeat = Heartbeat.from_settings(
             redis, settings, node, KIND, address=f"{settings.host}:{settings.port}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from redis.asyncio.cluster import RedisCluster
 from roomstream_contracts.events import EventKind
 from roomstream_contracts.ids import now_ms
 from roomstream_kit.consumer import LogEntry
@@ -39,12 +40,21 @@ class MessageCounter:
         ]
         buckets = count_batch(messages, now_ms() // 1000, self.window_s)
         if buckets:
+            # The version moves after the buckets did, so a collector that read it before them
+            # reads them again next time. One server runs a pipeline in order; a cluster
+            # pipeline sends to its nodes at once, so there the version is a step of its own.
+            version = monitor_keys.rate_version(self.namespace)
+            ordered = not isinstance(self.redis, RedisCluster)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for second, counts in buckets.items():
                     key = monitor_keys.rate_bucket(self.namespace, second)
                     for room, n in counts.items():
                         pipe.hincrby(key, room, n)
                     pipe.expire(key, self.window_s + 120)
+                if ordered:
+                    pipe.incr(version)
                 await pipe.execute()
+            if not ordered:
+                await self.redis.incr(version)
         for kind, n in kinds.items():
             self.metrics.events_consumed.add(n, {"kind": kind})

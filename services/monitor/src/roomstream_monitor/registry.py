@@ -37,6 +37,7 @@ _NUMERIC = (
     "memory_bytes",
     "connections",
     "rooms",
+    "delivered",
 )
 _FLOAT = ("uptime_s", "cpu_percent", "messages_per_s")
 

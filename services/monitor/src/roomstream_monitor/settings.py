@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pydantic import Field
-from roomstream_kit.settings import CommonSettings
+from roomstream_kit.settings import ConsumerSettings
 
 
-class MonitorSettings(CommonSettings):
+class MonitorSettings(ConsumerSettings):
+    # The consumer (log → message rates): `batch_size`, `poll_ms`, `reclaim_idle_ms`,
+    # `reclaim_interval_ms` from `ConsumerSettings`.
     port: int = Field(default=8300, ge=0, le=65535)
     node_timeout_s: float = Field(default=15.0, gt=0)
     """A node whose last heartbeat is older than this is declared dead (one `node_failed`)."""

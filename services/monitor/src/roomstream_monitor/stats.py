@@ -30,7 +30,7 @@ from . import keys as monitor_keys
 from .metrics import MonitorMetrics
 from .registry import NodeRecord, Registry
 from .settings import MonitorSettings
-from .window import window_rates
+from .window import AHEAD_S, window_rates
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,10 @@ class Collector:
         self._hooks_prev: tuple[float, dict[str, hookstats.Page]] = (0.0, {})
         self._hooks_latency: dict[str, dict[str, float | None]] = {}
         self._series: list[list[int]] = []
+        self._rates_read: tuple[object, int, dict[int, dict[str, int]]] | None = None
+        """(rate version, first second not read, buckets) of the last read of the buckets."""
+        self._delivered_at_scrape: dict[str, object] = {}
+        """gateway → its `delivered` count (heartbeat record) when its `/metrics` was scraped."""
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -176,9 +180,20 @@ class Collector:
                 counts[name] = counts.get(name, 0) + int(n)
         return counts
 
-    async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
+    async def rate_buckets(self, now_s: int) -> dict[int, dict[str, int]]:
+        """The per-second message buckets of the window before `now_s`. Read again only when
+        their version moved since the last read (the message counter moves it after every
+        change) or the window passed the seconds that read covered; otherwise the buckets read
+        before: an idle system costs one GET per refresh (and a read a minute) instead of
+        `rate_window_s` HGETALLs per refresh. A read covers the seconds up to `AHEAD_S` past now
+        too: the counter may have filled those (the current second, a skewed clock) before the
+        version was read, and they enter the window later without the version moving."""
         window = self.settings.rate_window_s
-        seconds = list(range(now_s - window, now_s))
+        version: object = await self.redis.get(monitor_keys.rate_version(self.keys.namespace))
+        cached = self._rates_read
+        if cached is not None and cached[0] == version and now_s <= cached[1]:
+            return {s: cached[2][s] for s in range(now_s - window, now_s) if s in cached[2]}
+        seconds = list(range(now_s - window, now_s + AHEAD_S + 1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for second in seconds:
                 pipe.hgetall(monitor_keys.rate_bucket(self.keys.namespace, second))
@@ -188,6 +203,12 @@ class Collector:
             for second, bucket in zip(seconds, raw, strict=True)
             if bucket
         }
+        self._rates_read = (version, seconds[-1] + 1, buckets)
+        return {s: b for s, b in buckets.items() if s < now_s}
+
+    async def rates(self, now_s: int) -> tuple[float, list[dict[str, Any]], list[list[int]]]:
+        window = self.settings.rate_window_s
+        buckets = await self.rate_buckets(now_s)
         rates = window_rates(buckets, now_s, window, self.settings.busiest_rooms)
         busiest = [{"room": room, "messages_per_s": rate} for room, rate in rates.busiest_rooms]
         series = [[second * 1000, count] for second, count in rates.series]
@@ -242,15 +263,30 @@ class Collector:
         """
         targets = [(g.node, str(g.fields.get("address", ""))) for g in gateways]
         targets = [(n, a) for n, a in targets if a]
-        results = await asyncio.gather(*(self._scrape(n, a) for n, a in targets))
+        delivered = {g.node: g.fields.get("delivered") for g in gateways}
+        # A gateway that delivered nothing since its last scrape (its heartbeat's count did not
+        # move; no count: a gateway of an older version) has the same histogram: not scraped.
+        quiet = {
+            n
+            for n, _ in targets
+            if delivered[n] is not None
+            and n in self._latency_prev
+            and self._delivered_at_scrape.get(n) == delivered[n]
+        }
+        scraped = [(n, a) for n, a in targets if n not in quiet]
+        results = await asyncio.gather(*(self._scrape(n, a) for n, a in scraped))
         deltas = []
-        current: dict[str, latency.Buckets] = {}
-        for (node, _), buckets in zip(targets, results, strict=True):
+        current: dict[str, latency.Buckets] = {n: self._latency_prev[n] for n in quiet}
+        for (node, _), buckets in zip(scraped, results, strict=True):
             if buckets is None:
                 continue
             current[node] = buckets
+            self._delivered_at_scrape[node] = delivered[node]
             deltas.append(latency.delta(buckets, self._latency_prev.get(node, {})))
         self._latency_prev = current
+        self._delivered_at_scrape = {
+            n: c for n, c in self._delivered_at_scrape.items() if n in current
+        }
         pcts = latency.percentiles_ms(latency.add(deltas))
         if pcts["p50"] is not None:
             self._latency_last = pcts

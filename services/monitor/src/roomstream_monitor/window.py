@@ -15,6 +15,10 @@ TOTAL = "*"
 """Bucket field of the all-rooms count (room ids are slugs, so it never clashes with a room)."""
 
 
+AHEAD_S = 60
+"""Events up to this many seconds ahead of the counter's clock are counted (clock skew)."""
+
+
 def count_batch(
     events: Iterable[tuple[int, str]], now_s: int, window_s: int
 ) -> dict[int, Counter[str]]:
@@ -26,7 +30,7 @@ def count_batch(
     buckets: dict[int, Counter[str]] = {}
     for ts_ms, room in events:
         second = ts_ms // 1000
-        if second <= now_s - window_s or second > now_s + 60:
+        if second <= now_s - window_s or second > now_s + AHEAD_S:
             continue
         bucket = buckets.setdefault(second, Counter())
         bucket[TOTAL] += 1

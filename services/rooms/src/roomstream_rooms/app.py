@@ -89,8 +89,6 @@ def create_app(settings: RoomsSettings) -> Starlette:
             consumer=node,
             handler=markers.wrap(projector.apply_batch),
             batch_size=settings.batch_size,
-            poll_ms=settings.poll_ms,
-            reclaim_idle_ms=settings.reclaim_idle_ms,
             on_dead_letter=projector.skip_dead_letter,
             probe=lambda: dependencies_ready(redis, pool),
         )
