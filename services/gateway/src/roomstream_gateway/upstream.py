@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 from roomstream_contracts.errors import ErrorCode, ProtocolError
 
-
 POOL_WAIT_S = 30.0
 """How long a call may wait for one of the client's connections (100): in a reconnect storm
 hundreds of joins fetch their missed events from history at once; they queue for a connection
