@@ -204,3 +204,51 @@ async def test_pipe_matches_redis_py_and_recovers(namespace: str) -> None:
     finally:
         await gw.redis.delete(key)
         await gw.redis.aclose()
+
+
+async def test_batch_reads_agree_with_redis_py_and_fail_together(namespace: str) -> None:
+    """The connect path's reads (`BatchRunner`): the pipelined connection's replies read the same
+    as redis-py's through `as_mapping` / `bool` / iteration, in order, many batches interleaved;
+    a lost connection fails every command of a batch, and the next batch reconnects."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from roomstream_gateway.pipeline import AppendPipe
+    from roomstream_kit.redis import as_mapping, redis_batch
+
+    gw = Gateway(GatewaySettings(redis_url=REDIS_URL, namespace=namespace, port=0))
+    h, s, g = f"{namespace}:bh", f"{namespace}:bs", f"{namespace}:bg"
+    pipe = AppendPipe(REDIS_URL)
+    try:
+        await gw.redis.hset(h, mapping={"a": "1", "b": "\x00two"})
+        await gw.redis.sadd(s, "x", "y")
+        await gw.redis.set(g, "v")
+        reads = [
+            ("HGETALL", h),
+            ("SMEMBERS", s),
+            ("SISMEMBER", s, "x"),
+            ("SISMEMBER", s, "nope"),
+            ("HEXISTS", h, "a"),
+            ("GET", g),
+            ("GET", f"{namespace}:missing"),
+            ("HGETALL", f"{namespace}:missing"),
+        ]
+        theirs = await redis_batch(gw.redis)(reads)
+        many = await asyncio.gather(*(pipe.batch(reads) for _ in range(50)))
+        for ours in many:
+            assert as_mapping(ours[0]) == as_mapping(theirs[0]) == {b"a": b"1", b"b": b"\x00two"}
+            assert set(ours[1]) == set(theirs[1]) == {b"x", b"y"}
+            assert [bool(r) for r in ours[2:5]] == [bool(r) for r in theirs[2:5]]
+            assert [bool(r) for r in ours[2:5]] == [True, False, True]
+            assert ours[5:7] == theirs[5:7] == [b"v", None]
+            assert as_mapping(ours[7]) == as_mapping(theirs[7]) == {}
+
+        batch = asyncio.ensure_future(pipe.batch([("BLPOP", f"{namespace}:never", 5), ("PING",)]))
+        await asyncio.sleep(0.1)
+        assert pipe._proto is not None
+        pipe._proto.transport.abort()
+        with pytest.raises(RedisConnectionError):
+            await batch
+        assert await pipe.batch([("PING",), ("GET", g)]) == [b"PONG", b"v"]  # reconnected
+    finally:
+        pipe.close()
+        await gw.redis.delete(h, s, g)
+        await gw.redis.aclose()
