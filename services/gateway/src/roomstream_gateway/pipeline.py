@@ -193,11 +193,14 @@ class AppendPipe:
     def _issue(self, proto: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if proto.lost is not None or proto.transport is None:
             raise proto.lost or RedisConnectionError("not connected to redis")
+        # Encoded before it counts as waiting: an argument hiredis refuses (None, a lone
+        # surrogate) raises here, and would otherwise take the next command's reply.
+        packed = hiredis.pack_command(args)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         proto.waiting.append(fut)
         proto.issued.append(loop.time())
-        proto.send(hiredis.pack_command(args))
+        proto.send(packed)
         return fut
 
     async def evalsha(self, keys: list[str], args: list[Any]) -> Any:
