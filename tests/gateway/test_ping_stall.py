@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import uvloop
@@ -14,6 +16,8 @@ from roomstream_gateway.app import Gateway
 from roomstream_gateway.settings import GatewaySettings
 
 from tests.conftest import REDIS_URL
+from tests.support.redis_server import OwnRedis, require_redis_server
+from tests.support.waits import until
 
 PING_S = 0.3
 
@@ -57,3 +61,50 @@ def test_a_loop_stall_is_not_a_silent_connection(namespace: str, loop: str) -> N
     else:
         dropped = asyncio.run(_stalls_do_not_drop(namespace))
     assert dropped == 0
+
+
+@pytest.fixture
+def loading_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """Own redis-server that takes seconds to load its data after a restart (as in
+    test_redis_try_again)."""
+    require_redis_server()
+    server = OwnRedis(
+        tmp_path / "redis",
+        ["--key-load-delay", "50", "--loading-process-events-interval-bytes", "1024"],
+    )
+    server.dir.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_ping_answered_with_loading_is_an_answer(loading_redis: OwnRedis) -> None:
+    """Redis answers PING with -LOADING while it loads its data set after a restart (SUBSCRIBE
+    works meanwhile): the connection is alive, so it is not dropped (each drop resubscribed,
+    filled and reconciled, every two ping rounds for as long as the load lasted)."""
+    await asyncio.to_thread(loading_redis.fill, 60_000)
+    await asyncio.to_thread(loading_redis.stop)
+    await asyncio.to_thread(loading_redis.start, wait_loaded=False)
+    assert loading_redis.state() == "loading"
+    settings = GatewaySettings(
+        redis_url=loading_redis.url, namespace="lp", port=0, delivery="routed", pubsub_ping_s=0.3
+    )
+    gw = Gateway(settings)
+    router = gw.router
+    assert router is not None
+    try:
+        await asyncio.wait_for(router.start(), 10)
+        link = router.control_link
+        assert link is not None
+        await asyncio.sleep(1.5)  # 5 ping rounds, each answered with LOADING
+        assert loading_redis.state() == "loading", "the load ended too soon for this test"
+        assert router.control_link is link and not link.lost
+        await until(lambda: loading_redis.state() == "ready", "the load's end", timeout_s=60)
+        # Subscribed all along: a control message published after the load reaches it.
+        assert await gw.redis.publish(router.control_channel, b"{}") == 1
+        assert router.control_link is link and not link.lost
+    finally:
+        router.stop()
+        await gw.redis.aclose()

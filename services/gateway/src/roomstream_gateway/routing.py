@@ -570,6 +570,11 @@ class Router:
         received = 0
         for reply in replies:
             if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("LOADING"):
+                    # Redis restarted and loads its data: it serves (S)SUBSCRIBE and AUTH, and
+                    # refuses only the ping, so the connection answered (no reconnect churn).
+                    link.pinged = False
+                    continue
                 self._error(link, str(reply))
                 continue
             if not isinstance(reply, list) or len(reply) < 3:
