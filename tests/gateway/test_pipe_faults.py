@@ -108,3 +108,29 @@ async def test_lost_between_send_and_flush(namespace: str) -> None:
         assert await asyncio.wait_for(pipe.batch([("GET", keys[0])]), 3) == [b"value-0"]
     finally:
         pipe.close()
+
+
+async def test_nul_and_10kb_arguments_are_binary_safe(namespace: str) -> None:
+    """A key or member with U+0000 and 10 kB long (ids are refused long before, but the
+    connection must not care): the batch reads the same as redis-py, in order."""
+    client = Redis.from_url(REDIS_URL)
+    big = f"{namespace}:" + "u\x00" * 5000
+    pipe = AppendPipe(REDIS_URL)
+    try:
+        await client.set(big, "big")
+        await client.sadd(f"{namespace}:set", big)
+        got = await asyncio.wait_for(
+            pipe.batch(
+                [
+                    ("GET", big),
+                    ("SISMEMBER", f"{namespace}:set", big),
+                    ("SISMEMBER", f"{namespace}:set", big + "x"),
+                    ("GET", big.encode()),
+                ]
+            ),
+            3,
+        )
+        assert got == [b"big", 1, 0, b"big"]
+    finally:
+        pipe.close()
+        await client.aclose()
