@@ -181,3 +181,34 @@ async def test_the_reclaim_job_leaves_an_entry_of_a_slow_batch_to_that_batch(
     finally:
         release.set()
         await consumer.stop()
+
+
+async def test_stop_during_a_reclaim_pass_is_bounded_and_leaves_its_entries_pending(
+    namespace: str, redis: aioredis.Redis
+) -> None:
+    """A stop while the reclaim job handles a dead consumer's entries with a handler that does
+    not return: bounded (the pass is cancelled after half the timeout), and the entries stay
+    pending (never acknowledged unhandled: at least once)."""
+    started = asyncio.Event()
+
+    async def stuck(batch: Sequence[LogEntry]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    consumer = consumer_of(
+        namespace,
+        redis,
+        stuck,
+        poll_ms=LONG_POLL_MS,
+        reclaim_idle_ms=200,
+        reclaim_interval_ms=50,
+    )
+    await consumer.ensure_groups()
+    await append(redis, namespace, 3)
+    assert await read_unacked(redis, namespace, "dead") == 3
+    await consumer.start()
+    try:
+        await asyncio.wait_for(started.wait(), 10)  # the reclaim pass is in the handler
+    finally:
+        await asyncio.wait_for(consumer.stop(timeout_s=2.0), 10)
+    assert await pending(redis, namespace) == 3
