@@ -108,3 +108,40 @@ async def test_a_ping_answered_with_loading_is_an_answer(loading_redis: OwnRedis
     finally:
         router.stop()
         await gw.redis.aclose()
+
+
+async def test_a_link_behind_on_its_data_is_not_silent(namespace: str) -> None:
+    """A busy loop (each iteration held 30 ms) draining several MB that Redis pushed on the
+    control channel: the PONG waits behind that data for longer than a ping round, but the
+    connection is delivering all along, so it is not dropped (a drop would add a resubscribe,
+    fills and a reconcile to a loop that is already behind)."""
+    settings = GatewaySettings(
+        redis_url=REDIS_URL, namespace=namespace, port=0, delivery="routed", pubsub_ping_s=PING_S
+    )
+    gw = Gateway(settings)
+    router = gw.router
+    assert router is not None
+    busy = True
+
+    async def hog() -> None:
+        while busy:
+            _block(0.03)
+            await asyncio.sleep(0)
+
+    await router.start()
+    hogging = asyncio.ensure_future(hog())
+    try:
+        link = router.control_link
+        assert link is not None
+        note = b"noise - " + b"x" * 4000  # a kind the router ignores
+        async with gw.redis.pipeline(transaction=False) as pipe:
+            for _ in range(1500):  # ~6 MB, under Redis's pub/sub output buffer limits
+                pipe.publish(router.control_channel, note)
+            await pipe.execute()
+        await asyncio.sleep(PING_S * 8)
+        assert router.control_link is link and not link.lost
+    finally:
+        busy = False
+        await hogging
+        router.stop()
+        await gw.redis.aclose()

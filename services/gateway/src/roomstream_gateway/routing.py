@@ -123,13 +123,16 @@ class Link(asyncio.Protocol):
         self.feeds: set[Feed] = set()
         self.lost = False
         self.pinged = False
-        """A PING went out and its PONG has not come back yet (`Router._watch`)."""
+        """A PING went out and nothing has been received since (`Router._watch`)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         keepalive(transport)
 
     def data_received(self, data: bytes) -> None:
+        # Anything received shows the connection alive: a PONG queued behind data that a busy
+        # loop reads slowly is no sign of a dead one (`Router._watch`).
+        self.pinged = False
         self.reader.feed(data)
         replies = []
         while (reply := self.reader.gets()) is not False:
@@ -191,7 +194,7 @@ class Router:
     ) -> None:
         self.redis = redis
         self.ping_s = ping_s
-        """Every pub/sub connection is pinged this often; one that has not answered by the
+        """Every pub/sub connection is pinged this often; one that received nothing by the
         next ping is aborted (0: never — TCP keepalive alone, which takes hours)."""
         self.keys = keys
         self.hub = hub
@@ -326,8 +329,8 @@ class Router:
     async def _watch(self) -> None:
         """A pub/sub connection that looks alive but is not (a peer gone silently, a NAT or
         firewall entry expired) would keep its rooms and the control channel silent until TCP
-        keepalive gives up. Each `ping_s` every connection gets a PING; one whose previous PING
-        is unanswered is aborted, and its rooms and the control channel come back the usual
+        keepalive gives up. Each `ping_s` every connection gets a PING; one that received
+        nothing (no PONG, no message) since its previous PING is aborted, and its rooms and the control channel come back the usual
         way (resubscribe, fill, reconcile). A drop is so noticed within two intervals."""
         while not self.stopping:
             await asyncio.sleep(self.ping_s)

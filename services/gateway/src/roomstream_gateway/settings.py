@@ -60,7 +60,7 @@ class GatewaySettings(CommonSettings):
     `tail`: read every shard (the design before routing; kept for comparison)."""
     pubsub_ping_s: float = Field(default=5.0, ge=0)
     """Routed delivery: each pub/sub connection to Redis is pinged this often and dropped when
-    it has not answered by the next ping (a silently dead link is noticed within two
+    it has received nothing (no answer, no message) by the next ping (a silently dead link is noticed within two
     intervals, then its rooms and the control channel heal); 0 disables the ping."""
     tail_block_ms: int = Field(default=1000, ge=1)
     """XREAD BLOCK of the delivery tail."""
