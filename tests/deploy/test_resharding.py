@@ -79,10 +79,10 @@ class Appender:
 
 def _rooms_and_target(
     rc: RedisClusterProcesses, settings: CommonSettings
-) -> tuple[list[str], int, int]:
+) -> tuple[list[str], str, int, int]:
     """Two rooms of one shard (one slot) that is not on the gateways' seed node
-    (`rc.ports[0]`, which then keeps a third view of the topology), the slot, and the other
-    non-seed master as the target."""
+    (`rc.ports[0]`, which then keeps a third view of the topology), a bystander room in
+    another slot of the same master, the slot, and the other non-seed master as the target."""
     owners = rc.slot_owner()
     seed = rc.ports[0]
     by_slot: dict[int, list[str]] = {}
@@ -94,8 +94,15 @@ def _rooms_and_target(
         rooms = by_slot.setdefault(slot, [])
         rooms.append(room)
         if len(rooms) == 2:
-            target = next(p for p in rc.ports if p not in (seed, owners[slot]))
-            return rooms, slot, target
+            source = owners[slot]
+            target = next(p for p in rc.ports if p not in (seed, source))
+            bystander = next(
+                f"stay{j}"
+                for j in range(1000)
+                if (s := key_slot(settings.keys.channel(f"stay{j}").encode())) != slot
+                and owners[s] == source
+            )
+            return rooms, bystander, slot, target
     raise AssertionError("no two rooms of one slot off the seed node")
 
 
@@ -134,14 +141,16 @@ async def _move_while_appending(
     *,
     source_first: bool,
 ) -> str:
-    """The scenario (two rooms of the moved slot, one socket in both); returns the gateway's
-    log tail."""
+    """The scenario (two rooms of the moved slot and a bystander on the same master, whose
+    connection a `MOVED` drops: it must lose nothing either; one socket in all three);
+    returns the gateway's log tail."""
     gw = cluster.start(GATEWAY, env=_env(rc, settings))
     keys = settings.keys
-    rooms, slot, target = _rooms_and_target(rc, settings)
+    moving, bystander, slot, target = _rooms_and_target(rc, settings)
+    rooms = [*moving, bystander]
     for room in rooms:
         await support_rooms.create_room(client_redis, keys, room, "ann", members=["bob"])
-    # One client per appender, as two publishers would be (two appenders sharing one redis-py
+    # One client per appender, as separate publishers would be (appenders sharing one redis-py
     # cluster client during the stale-topology window of the MOVED test have met a race in
     # redis-py's reinitialisation: AttributeError on a connection torn down under it).
     publishers = [connect(settings) for _ in rooms]
@@ -209,9 +218,10 @@ async def _scenario(
         extra = await recv(bob, 0.5)
         assert extra.get("type") != "event", extra
     # The router is subscribed on the new owner, no more on the old one.
-    for room in rooms:
+    for room in rooms[:2]:
         await _subscribed_on(target, keys.channel(room))
         assert await _subscribers(source, keys.channel(room)) == 0
+    await _subscribed_on(source, keys.channel(rooms[2]))
     await bob.close()
     return gw.tail(400)
 
