@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -155,6 +155,56 @@ class RedisClusterProcesses:
             for slot in range(int(start), int(end) + 1):
                 owners[slot] = port
         return owners
+
+    def node_id(self, port: int) -> str:
+        admin = Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True)
+        try:
+            return str(admin.execute_command("CLUSTER MYID"))  # type: ignore[no-untyped-call]
+        finally:
+            admin.close()
+
+    def migrate_slot(
+        self,
+        slot: int,
+        target: int,
+        *,
+        batch: int = 10,
+        pause_s: float = 0.0,
+        finalize: Iterable[int] | None = None,
+        finalize_pause_s: float = 0.0,
+    ) -> int:
+        """Move `slot` with every key in it to the master on port `target`, the way
+        `redis-cli --cluster reshard` does: IMPORTING on the target, MIGRATING on the source,
+        `MIGRATE ... KEYS` in batches of `batch` (`pause_s` between batches, so clients meet the
+        ASK / TRYAGAIN window), then `SETSLOT NODE` on every master — in the order `finalize`
+        (default: target, source, the others), `finalize_pause_s` after each. Returns how many
+        keys moved. Synchronous: run it in a thread next to an event loop."""
+        source = self.slot_owner()[slot]
+        if source == target:
+            raise ValueError(f"slot {slot} already lives on {target}")
+        ids = {port: self.node_id(port) for port in self.ports}
+        admin = {port: Redis(host="127.0.0.1", port=port, socket_timeout=10) for port in self.ports}
+        try:
+            admin[target].execute_command("CLUSTER SETSLOT", slot, "IMPORTING", ids[source])  # type: ignore[no-untyped-call]
+            admin[source].execute_command("CLUSTER SETSLOT", slot, "MIGRATING", ids[target])  # type: ignore[no-untyped-call]
+            moved = 0
+            while keys := admin[source].execute_command("CLUSTER GETKEYSINSLOT", slot, batch):  # type: ignore[no-untyped-call]
+                admin[source].execute_command(  # type: ignore[no-untyped-call]
+                    "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys
+                )
+                moved += len(keys)
+                if pause_s:
+                    time.sleep(pause_s)
+            order = list(finalize) if finalize is not None else [target, source]
+            order += [p for p in self.ports if p not in order]
+            for port in order:
+                admin[port].execute_command("CLUSTER SETSLOT", slot, "NODE", ids[target])  # type: ignore[no-untyped-call]
+                if finalize_pause_s:
+                    time.sleep(finalize_pause_s)
+            return moved
+        finally:
+            for redis in admin.values():
+                redis.close()
 
     def stop(self) -> None:
         for proc in self.procs:

@@ -632,6 +632,11 @@ class Router:
         # it lives now, and fill what passed meanwhile.
         feed = self.by_channel.get(channel)
         if feed is not None:
+            log.info(
+                "routing: %r unsubscribed by %s:%s (its slot moved); subscribing where it lives",
+                feed.room,
+                *link.addr,
+            )
             self._spawn(self._refresh_then(feed))
 
     async def _refresh_then(self, feed: Feed) -> None:
