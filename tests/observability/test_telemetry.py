@@ -148,3 +148,26 @@ def test_json_log_lines_carry_event_and_trace_fields() -> None:
     assert first["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert second["conn"] == "c1" and second["level"] == "warning"
     assert second["trace_id"] == f"{0x1234:032x}" and second["span_id"] == f"{0x99:016x}"
+
+
+def test_span_if_recorded_carries_a_trace_without_building_spans(monkeypatch) -> None:
+    """With no span processor (the default), `span_if_recorded` builds no SDK span but the
+    events appended inside still carry a sampled trace context, in the trace that is current."""
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, use_span
+    from roomstream_kit import telemetry
+
+    monkeypatch.setattr(telemetry, "_configured", True)
+    monkeypatch.setattr(telemetry, "_span_processors", 0)
+    t = telemetry.tracer("test")
+    with telemetry.span_if_recorded(t, "x") as span:
+        assert not span.is_recording()
+        first = telemetry.inject_context()["traceparent"]
+    with telemetry.span_if_recorded(t, "x"):
+        second = telemetry.inject_context()["traceparent"]
+    assert first.endswith("-01") and second.endswith("-01")  # sampled
+    assert first.split("-")[1] != second.split("-")[1]  # a new trace each time
+    parent = SpanContext(trace_id=0xABC, span_id=0xDEF, is_remote=True, trace_flags=TraceFlags(1))
+    with use_span(NonRecordingSpan(parent)), telemetry.span_if_recorded(t, "x"):
+        inner = telemetry.inject_context()["traceparent"].split("-")
+    assert int(inner[1], 16) == 0xABC and int(inner[2], 16) != 0xDEF  # same trace, own span
+    assert telemetry.inject_context() == {}  # nothing current outside

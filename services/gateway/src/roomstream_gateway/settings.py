@@ -9,6 +9,8 @@ from roomstream_contracts.frames import AUTH_FRAME_TIMEOUT_S, MAX_FRAME_BYTES, M
 from roomstream_kit.settings import CommonSettings
 from roomstream_kit.signing import secret_problem
 
+MIN_PUBSUB_PING_S = 0.1
+
 
 class GatewaySettings(CommonSettings):
     port: int = Field(default=8000, ge=0, le=65535)
@@ -61,7 +63,8 @@ class GatewaySettings(CommonSettings):
     pubsub_ping_s: float = Field(default=5.0, ge=0)
     """Routed delivery: each pub/sub connection to Redis is pinged this often and dropped when
     it has received nothing (no answer, no message) by the next ping (a silently dead link is noticed within two
-    intervals, then its rooms and the control channel heal); 0 disables the ping."""
+    intervals, then its rooms and the control channel heal); 0 disables the ping. At least
+    `MIN_PUBSUB_PING_S` otherwise (a tiny interval would drop every connection in turn)."""
     tail_block_ms: int = Field(default=1000, ge=1)
     """XREAD BLOCK of the delivery tail."""
     tail_count: int = Field(default=1000, ge=1)
@@ -84,6 +87,14 @@ class GatewaySettings(CommonSettings):
     sent, `closed` answers `unavailable`."""
     publish_hook_concurrency: int = Field(default=64, ge=1)
     """Hook requests in flight at once per gateway (the HTTP client's connections too)."""
+
+    @model_validator(mode="after")
+    def _pubsub_ping_sane(self) -> GatewaySettings:
+        if 0 < self.pubsub_ping_s < MIN_PUBSUB_PING_S:
+            raise ValueError(
+                f"ROOMSTREAM_PUBSUB_PING_S must be 0 (off) or at least {MIN_PUBSUB_PING_S} s"
+            )
+        return self
 
     @model_validator(mode="after")
     def _publish_hook_complete(self) -> GatewaySettings:
