@@ -13,7 +13,7 @@ import gc
 import logging
 import signal
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from roomstream_contracts.codec import frame, parse_command
 from roomstream_contracts.errors import CloseCode, ProtocolError
@@ -46,6 +46,7 @@ from .controlgap import ControlGap
 from .handshake import GatewayConnection
 from .http import HttpRoutes
 from .hub import Hub, wire
+from .keepalive import Keepalive
 from .metrics import GatewayMetrics
 from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
 from .reads import ReadMarkers, parse_markers, room_entries, unread_counts
@@ -150,6 +151,13 @@ class Gateway:
             stats=self._stats,
             address=f"ws://{_url_host(settings.advertised_host())}:{settings.port}/ws",
         )
+        self.keepalive = Keepalive(
+            settings.ping_interval_s,
+            settings.ping_timeout_s,
+            settings.keepalive_tick_s,
+            self._keepalive_timeout,
+        )
+        """One timer pings every socket (websockets' keepalive task per socket is off)."""
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.life = Lifecycle("gateway", task_stop_s=BACKGROUND_STOP_S)
@@ -233,6 +241,9 @@ class Gateway:
             )
         )
 
+    def _keepalive_timeout(self, conn: GatewayConnection) -> None:
+        self.metrics.keepalive_timeouts.add(1)
+
     @staticmethod
     async def _close(conn: ServerConnection, code: int, reason: str, within_s: float) -> None:
         """Close with `code`; abort the TCP connection if the close does not complete."""
@@ -244,6 +255,15 @@ class Gateway:
     # -- one connection -----------------------------------------------------------------------
 
     async def handler(self, conn: ServerConnection) -> None:
+        """One socket, from its completed handshake on: kept alive by the keepalive meanwhile."""
+        pingable = cast(GatewayConnection, conn)  # `create_connection` below
+        self.keepalive.add(pingable)
+        try:
+            await self._serve(conn)
+        finally:
+            self.keepalive.discard(pingable)
+
+    async def _serve(self, conn: ServerConnection) -> None:
         request = conn.request
         assert request is not None
         token = token_from_request(request.headers, request.path)
@@ -482,8 +502,7 @@ class Gateway:
             max_queue=s.max_queue,
             backlog=s.listen_backlog,
             write_limit=s.max_buffer_bytes,
-            ping_interval=s.ping_interval_s,
-            ping_timeout=s.ping_timeout_s,
+            ping_interval=None,  # `self.keepalive` pings: one timer instead of a task a socket
             close_timeout=s.close_timeout_s,
             server_header=None,
             create_connection=GatewayConnection,  # an HTTP answer to `POST /ws` & co.
@@ -493,6 +512,7 @@ class Gateway:
         # connections' objects (it pauses delivery for every socket while it runs).
         gc.collect()
         gc.freeze()
+        self.keepalive.start()
         log.info("gateway listening", extra={"port": s.port, "node_id": self.node})
         await stop.wait()
         log.info("gateway stopping")
@@ -515,6 +535,7 @@ class Gateway:
             await asyncio.wait_for(self.server.wait_closed(), self.settings.close_timeout_s + 5)
         for conn in list(self.server.connections):  # still open past the bound: drop them
             conn.transport.abort()
+        self.keepalive.stop()
         self.tokens.stop()
         await self.stop_background()
         # Removing the node record is a courtesy (the monitor notices a missing heartbeat

@@ -85,10 +85,22 @@ def _parse(protocol: ServerProtocol) -> Generator[None]:
 
 
 class GatewayConnection(ServerConnection):
-    """websockets' server connection with the answering handshake parser (`create_connection`)."""
+    """websockets' server connection with the answering handshake parser (`create_connection`),
+    and the state of the gateway-wide keepalive (`keepalive.Keepalive`)."""
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         # Nothing was read yet: swap the parser that ServerProtocol started for ours.
         protocol.parser = _parse(protocol)
         next(protocol.parser)
         super().__init__(protocol, *args, **kwargs)
+        self.ka_slot = -1
+        """The keepalive slot this socket is pinged in; -1 while not tracked."""
+        self.ka_sent = 0.0
+        """Loop time of the keepalive ping not answered yet; 0.0 when none is outstanding."""
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        """Any pong answers the keepalive's ping (it sends an empty one); pings sent through
+        `ping()` are still matched by websockets."""
+        self.ka_sent = 0.0
+        if self.pending_pings:
+            super().acknowledge_pings(data)
