@@ -10,6 +10,7 @@ import contextlib
 import os
 from typing import Any
 
+from roomstream_gateway.handshake import GatewayConnection
 from roomstream_gateway.keepalive import PING_FRAME, Keepalive, slot_count
 from websockets.frames import Frame, Opcode
 
@@ -154,15 +155,16 @@ def test_slots_spread_sockets_and_keep_the_interval_exact():
     assert len(ka.slots) == 4 and ka.tick_s == 0.25
 
     class Fake:
-        ka_slot = -1
+        ka_slot: dict[Any, None] | None = None
         ka_sent = 0.0
+        leave_keepalive = GatewayConnection.leave_keepalive
 
     conns = [Fake() for _ in range(10)]
     for c in conns:
         ka.add(c)  # type: ignore[arg-type]
     assert sorted(len(s) for s in ka.slots) == [2, 2, 3, 3]  # a burst spreads over every tick
     for c in conns[:5]:
-        ka.discard(c)  # type: ignore[arg-type]
-        ka.discard(c)  # type: ignore[arg-type]  # twice is harmless
-    assert len(ka) == 5 and all(c.ka_slot == -1 for c in conns[:5])
+        c.leave_keepalive()  # type: ignore[arg-type]
+        c.leave_keepalive()  # type: ignore[arg-type]  # twice is harmless
+    assert len(ka) == 5 and all(c.ka_slot is None for c in conns[:5])
     assert Frame(Opcode.PING, b"").serialize(mask=False) == PING_FRAME

@@ -20,6 +20,7 @@ from roomstream_contracts.errors import CloseCode, ProtocolError
 from roomstream_contracts.events import DisconnectedData, Envelope, EventKind
 from roomstream_contracts.frames import AuthCommand, ReadCommand
 from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.tokens import TokenClaims
 from roomstream_contracts.userstream import is_user_stream, read_markers_key, user_stream
 from roomstream_kit import redis as kit_redis
 from roomstream_kit.auth import (
@@ -255,46 +256,13 @@ class Gateway:
     # -- one connection -----------------------------------------------------------------------
 
     async def handler(self, conn: ServerConnection) -> None:
-        """One socket, from its completed handshake on: kept alive by the keepalive meanwhile."""
-        pingable = cast(GatewayConnection, conn)  # `create_connection` below
-        self.keepalive.add(pingable)
-        try:
-            await self._serve(conn)
-        finally:
-            self.keepalive.discard(pingable)
-
-    async def _serve(self, conn: ServerConnection) -> None:
+        # Kept alive from here on; the connection leaves the keepalive when it is lost.
+        self.keepalive.add(cast(GatewayConnection, conn))  # `create_connection` below
+        claims = await self._authenticate(conn)
+        if claims is None:
+            return
         request = conn.request
         assert request is not None
-        token = token_from_request(request.headers, request.path)
-        if token is None:
-            try:
-                raw = await asyncio.wait_for(conn.recv(), self.settings.auth_timeout_s)
-            except TimeoutError:
-                self.metrics.auth_failures.add(1, {"reason": "timeout"})
-                await conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
-                return
-            except ConnectionClosed:
-                return
-            try:
-                cmd = parse_command(raw)
-            except ProtocolError:
-                cmd = None
-            token = cmd.token if isinstance(cmd, AuthCommand) else ""
-        try:
-            claims = await self.verifier.averify(token)
-        except AuthError as exc:
-            self.metrics.auth_failures.add(1, {"reason": "token"})
-            await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
-            return
-        except KeysUnavailable:  # the issuer's JWKS is out of reach: not the client's fault
-            self.metrics.auth_failures.add(1, {"reason": "jwks"})
-            await conn.close(CloseCode.TRY_AGAIN_LATER, "token keys unavailable")
-            return
-        # The handshake's headers are not needed any more: free them (memory per idle socket).
-        request.headers.clear()
-        if conn.response is not None:
-            conn.response.headers.clear()
         self._seq += 1
         # Connection ids carry the incarnation, never reused by a later process life (a pid is:
         # pid 1 in every container); the rooms projection keeps a closed id closed for good.
@@ -322,7 +290,9 @@ class Gateway:
         self.tokens.welcomed(session)
         self.metrics.connections.add(1)
         try:
-            async for raw in conn:
+            # `recv()` in a loop, not `async for`: no async generator kept per idle socket.
+            while not session.closing:
+                raw = await conn.recv()
                 if session.closing:
                     break
                 await self.commands.handle(session, raw)
@@ -341,6 +311,43 @@ class Gateway:
             if session.user not in self.hub.users:
                 self.commands.buckets.pop(session.user, None)
             await self._disconnected(session)
+
+    async def _authenticate(self, conn: ServerConnection) -> TokenClaims | None:
+        """The socket's verified claims, or None once it is closed (4401, 4408, 1013). A
+        coroutine of its own so that the token and the auth frame are freed when it returns
+        (the handler's frame lives as long as the socket)."""
+        request = conn.request
+        assert request is not None
+        token = token_from_request(request.headers, request.path)
+        if token is None:
+            try:
+                raw = await asyncio.wait_for(conn.recv(), self.settings.auth_timeout_s)
+            except TimeoutError:
+                self.metrics.auth_failures.add(1, {"reason": "timeout"})
+                await conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+                return None
+            except ConnectionClosed:
+                return None
+            try:
+                cmd = parse_command(raw)
+            except ProtocolError:
+                cmd = None
+            token = cmd.token if isinstance(cmd, AuthCommand) else ""
+        try:
+            claims = await self.verifier.averify(token)
+        except AuthError as exc:
+            self.metrics.auth_failures.add(1, {"reason": "token"})
+            await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
+            return None
+        except KeysUnavailable:  # the issuer's JWKS is out of reach: not the client's fault
+            self.metrics.auth_failures.add(1, {"reason": "jwks"})
+            await conn.close(CloseCode.TRY_AGAIN_LATER, "token keys unavailable")
+            return None
+        # The handshake's headers are not needed any more: free them (memory per idle socket).
+        request.headers.clear()
+        if conn.response is not None:
+            conn.response.headers.clear()
+        return claims
 
     async def _welcome(self, session: Session, since: int | None = None) -> None:
         """Append `connected`, subscribe to the user's rooms, then read their seqs: welcome."""

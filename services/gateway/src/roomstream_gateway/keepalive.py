@@ -73,18 +73,13 @@ class Keepalive:
     # -- tracking --------------------------------------------------------------------------------
 
     def add(self, conn: GatewayConnection) -> None:
-        """Track a socket that completed its handshake. Slots are taken in turn, so a burst of
+        """Track a socket that completed its handshake (until its `connection_lost`). Slots are taken in turn, so a burst of
         connects spreads over all ticks instead of pinging together every interval."""
-        slot = self._added % len(self.slots)
+        slot = self.slots[self._added % len(self.slots)]
         self._added += 1
         conn.ka_slot = slot
         conn.ka_sent = 0.0
-        self.slots[slot][conn] = None
-
-    def discard(self, conn: GatewayConnection) -> None:
-        if conn.ka_slot >= 0:
-            self.slots[conn.ka_slot].pop(conn, None)
-            conn.ka_slot = -1
+        slot[conn] = None
 
     # -- the timer -------------------------------------------------------------------------------
 
@@ -138,9 +133,9 @@ class Keepalive:
         while waiting and waiting[0][0] <= now:
             _, pinged = waiting.popleft()
             for conn in pinged:
-                # Answered (0.0), or gone (-1): fine. Pinged again later: not due yet.
+                # Answered (0.0), or gone (no slot): fine. Pinged again later: not due yet.
                 sent = conn.ka_sent
-                if sent and conn.ka_slot >= 0 and now - sent >= self.timeout_s - 1e-6:
+                if sent and conn.ka_slot is not None and now - sent >= self.timeout_s - 1e-6:
                     self._fail(conn)
 
     def _fail(self, conn: GatewayConnection) -> None:
