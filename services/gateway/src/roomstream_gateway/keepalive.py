@@ -75,6 +75,8 @@ class Keepalive:
     def add(self, conn: GatewayConnection) -> None:
         """Track a socket that completed its handshake (until its `connection_lost`). Slots are taken in turn, so a burst of
         connects spreads over all ticks instead of pinging together every interval."""
+        if conn.connection_lost_waiter.done():
+            return  # lost before its handler ran: its `connection_lost` will not remove it
         slot = self.slots[self._added % len(self.slots)]
         self._added += 1
         conn.ka_slot = slot
