@@ -8,11 +8,17 @@ import asyncio
 import base64
 import contextlib
 import os
+import threading
+import time
 from typing import Any
 
+import uvloop
 from roomstream_gateway.handshake import GatewayConnection
 from roomstream_gateway.keepalive import PING_FRAME, Keepalive, slot_count
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
+from websockets.sync.client import connect as sync_connect
 
 from tests.conftest import make_token
 from tests.gateway.helpers import client, close_code, log_events, poll, request
@@ -176,3 +182,63 @@ async def test_slots_spread_sockets_and_keep_the_interval_exact():
         c.leave_keepalive()  # type: ignore[arg-type]  # twice is harmless
     assert len(ka) == 5 and all(c.ka_slot is None for c in conns[:5])
     assert Frame(Opcode.PING, b"").serialize(mask=False) == PING_FRAME
+
+
+class _StallAfterFirstPing(Keepalive):
+    """Blocks the event loop once, right after its first ping went out, for longer than the
+    ping timeout (a long callback, a full collection)."""
+
+    stalled = False
+
+    def _ping_slot(self, now: float) -> None:
+        super()._ping_slot(now)
+        if self._waiting and not self.stalled:
+            self.stalled = True
+            time.sleep(1.0)  # the client's thread answers meanwhile; the pong waits unread
+
+
+def test_a_stalled_loop_does_not_close_sockets_that_answered():
+    """When the loop comes back, its due check must not run before the pongs that arrived
+    meanwhile are read: the socket that answered stays open. On uvloop (the gateway's loop),
+    libuv runs due timers before it polls the sockets, so this needs the check's read turn."""
+    uvloop.run(asyncio.wait_for(_stalled_loop(), 30))
+
+
+async def _stalled_loop() -> None:
+    ka = _StallAfterFirstPing(0.3, 0.3, 0.1)
+    conns: list[ServerConnection] = []
+
+    async def handler(conn: ServerConnection) -> None:
+        ka.add(conn)  # type: ignore[arg-type]
+        conns.append(conn)
+        await conn.wait_closed()
+
+    async with serve(
+        handler, "127.0.0.1", 0, ping_interval=None, create_connection=GatewayConnection
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        ka.start()
+        # A sync client answers pings from its own thread, whatever this loop does.
+        done = threading.Event()
+        client_thread = threading.Thread(
+            target=_answering_client, args=(f"ws://127.0.0.1:{port}/", done), daemon=True
+        )
+        client_thread.start()
+        try:
+
+            async def stalled() -> bool:
+                return ka.stalled
+
+            await poll(stalled)
+            await asyncio.sleep(1.0)  # three more intervals, each pinged and answered
+            assert conns[0].protocol.state is OPEN
+            assert len(ka) == 1
+        finally:
+            ka.stop()
+            done.set()
+            await asyncio.to_thread(client_thread.join, 10)
+
+
+def _answering_client(url: str, done: threading.Event) -> None:
+    with sync_connect(url):
+        done.wait(30)

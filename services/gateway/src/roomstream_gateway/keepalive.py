@@ -34,6 +34,10 @@ PING_FRAME = b"\x89\x00"
 """An unmasked Ping frame with no payload (server frames are never masked; extensions such as
 permessage-deflate do not apply to control frames): the same bytes for every socket."""
 
+READ_TURN_S = 0.001
+"""A due check waits this long: past the loop's cached time, so the timer fires on the next turn,
+after the sockets were read."""
+
 
 def slot_count(interval_s: float, tick_s: float) -> int:
     """Slots of the wheel: one per tick, at least one (pure)."""
@@ -65,6 +69,7 @@ class Keepalive:
         self._waiting: deque[tuple[float, list[GatewayConnection]]] = deque()
         """(check time, sockets pinged) per pinged slot, oldest first (check times ascend)."""
         self._timer: asyncio.TimerHandle | None = None
+        self._read_turn = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
@@ -100,6 +105,14 @@ class Keepalive:
         loop = self._loop
         assert loop is not None
         now = loop.time()
+        if self._waiting and self._waiting[0][0] <= now and not self._read_turn:
+            # Timers run before the loop reads its sockets: a pong that arrived while the loop
+            # was busy (a long callback, a collection) is still unread. Check after one more
+            # turn of I/O, or a stalled loop would close sockets that did answer.
+            self._read_turn = True
+            self._timer = loop.call_later(READ_TURN_S, self._tick)
+            return
+        self._read_turn = False
         try:
             self._check(now)
             if now >= self._next_ping:
