@@ -18,6 +18,7 @@ _.expires_in  # a pydantic field of RefreshFrame, serialized to clients
 _.media_type  # starlette.responses.Response class attribute (kit JSONResponse)
 _.exc_text  # logging.LogRecord attribute, cleared by the kit's log filter
 _.__cause__  # exception chaining, read by the websockets library's handshake logging
+_.drain_waiters  # websockets Connection: the gateway gives it a list (handshake.GatewayConnection)
 _.connection_made, _.data_received, _.connection_lost  # asyncio.Protocol (gateway pipeline)
 _.export  # opentelemetry SpanExporter.export (telemetry, bench history)
 _.do_GET, _.do_POST, _.log_message  # http.server.BaseHTTPRequestHandler (test servers)

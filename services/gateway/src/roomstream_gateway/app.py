@@ -13,13 +13,14 @@ import gc
 import logging
 import signal
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from roomstream_contracts.codec import frame, parse_command
 from roomstream_contracts.errors import CloseCode, ProtocolError
 from roomstream_contracts.events import DisconnectedData, Envelope, EventKind
 from roomstream_contracts.frames import AuthCommand, ReadCommand
 from roomstream_contracts.ids import new_event_id, now_ms
+from roomstream_contracts.tokens import TokenClaims
 from roomstream_contracts.userstream import is_user_stream, read_markers_key, user_stream
 from roomstream_kit import redis as kit_redis
 from roomstream_kit.auth import (
@@ -46,6 +47,7 @@ from .controlgap import ControlGap
 from .handshake import GatewayConnection
 from .http import HttpRoutes
 from .hub import Hub, wire
+from .keepalive import Keepalive
 from .metrics import GatewayMetrics
 from .pipeline import AppendPipe, PipedScript, PipedTailRedis, supported
 from .reads import ReadMarkers, parse_markers, room_entries, unread_counts
@@ -150,6 +152,13 @@ class Gateway:
             stats=self._stats,
             address=f"ws://{_url_host(settings.advertised_host())}:{settings.port}/ws",
         )
+        self.keepalive = Keepalive(
+            settings.ping_interval_s,
+            settings.ping_timeout_s,
+            settings.keepalive_tick_s,
+            self._keepalive_timeout,
+        )
+        """One timer pings every socket (websockets' keepalive task per socket is off)."""
         self.sessions: set[Session] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
         self.life = Lifecycle("gateway", task_stop_s=BACKGROUND_STOP_S)
@@ -233,6 +242,9 @@ class Gateway:
             )
         )
 
+    def _keepalive_timeout(self, conn: GatewayConnection) -> None:
+        self.metrics.keepalive_timeouts.add(1)
+
     @staticmethod
     async def _close(conn: ServerConnection, code: int, reason: str, within_s: float) -> None:
         """Close with `code`; abort the TCP connection if the close does not complete."""
@@ -244,37 +256,13 @@ class Gateway:
     # -- one connection -----------------------------------------------------------------------
 
     async def handler(self, conn: ServerConnection) -> None:
+        # Kept alive from here on; the connection leaves the keepalive when it is lost.
+        self.keepalive.add(cast(GatewayConnection, conn))  # `create_connection` below
+        claims = await self._authenticate(conn)
+        if claims is None:
+            return
         request = conn.request
         assert request is not None
-        token = token_from_request(request.headers, request.path)
-        if token is None:
-            try:
-                raw = await asyncio.wait_for(conn.recv(), self.settings.auth_timeout_s)
-            except TimeoutError:
-                self.metrics.auth_failures.add(1, {"reason": "timeout"})
-                await conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
-                return
-            except ConnectionClosed:
-                return
-            try:
-                cmd = parse_command(raw)
-            except ProtocolError:
-                cmd = None
-            token = cmd.token if isinstance(cmd, AuthCommand) else ""
-        try:
-            claims = await self.verifier.averify(token)
-        except AuthError as exc:
-            self.metrics.auth_failures.add(1, {"reason": "token"})
-            await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
-            return
-        except KeysUnavailable:  # the issuer's JWKS is out of reach: not the client's fault
-            self.metrics.auth_failures.add(1, {"reason": "jwks"})
-            await conn.close(CloseCode.TRY_AGAIN_LATER, "token keys unavailable")
-            return
-        # The handshake's headers are not needed any more: free them (memory per idle socket).
-        request.headers.clear()
-        if conn.response is not None:
-            conn.response.headers.clear()
         self._seq += 1
         # Connection ids carry the incarnation, never reused by a later process life (a pid is:
         # pid 1 in every container); the rooms projection keeps a closed id closed for good.
@@ -302,7 +290,9 @@ class Gateway:
         self.tokens.welcomed(session)
         self.metrics.connections.add(1)
         try:
-            async for raw in conn:
+            # `recv()` in a loop, not `async for`: no async generator kept per idle socket.
+            while not session.closing:
+                raw = await conn.recv()
                 if session.closing:
                     break
                 await self.commands.handle(session, raw)
@@ -321,6 +311,43 @@ class Gateway:
             if session.user not in self.hub.users:
                 self.commands.buckets.pop(session.user, None)
             await self._disconnected(session)
+
+    async def _authenticate(self, conn: ServerConnection) -> TokenClaims | None:
+        """The socket's verified claims, or None once it is closed (4401, 4408, 1013). A
+        coroutine of its own so that the token and the auth frame are freed when it returns
+        (the handler's frame lives as long as the socket)."""
+        request = conn.request
+        assert request is not None
+        token = token_from_request(request.headers, request.path)
+        if token is None:
+            try:
+                raw = await asyncio.wait_for(conn.recv(), self.settings.auth_timeout_s)
+            except TimeoutError:
+                self.metrics.auth_failures.add(1, {"reason": "timeout"})
+                await conn.close(CloseCode.AUTH_TIMEOUT, "authentication timeout")
+                return None
+            except ConnectionClosed:
+                return None
+            try:
+                cmd = parse_command(raw)
+            except ProtocolError:
+                cmd = None
+            token = cmd.token if isinstance(cmd, AuthCommand) else ""
+        try:
+            claims = await self.verifier.averify(token)
+        except AuthError as exc:
+            self.metrics.auth_failures.add(1, {"reason": "token"})
+            await conn.close(CloseCode.NOT_AUTHENTICATED, str(exc)[:100])
+            return None
+        except KeysUnavailable:  # the issuer's JWKS is out of reach: not the client's fault
+            self.metrics.auth_failures.add(1, {"reason": "jwks"})
+            await conn.close(CloseCode.TRY_AGAIN_LATER, "token keys unavailable")
+            return None
+        # The handshake's headers are not needed any more: free them (memory per idle socket).
+        request.headers.clear()
+        if conn.response is not None:
+            conn.response.headers.clear()
+        return claims
 
     async def _welcome(self, session: Session, since: int | None = None) -> None:
         """Append `connected`, subscribe to the user's rooms, then read their seqs: welcome."""
@@ -482,8 +509,7 @@ class Gateway:
             max_queue=s.max_queue,
             backlog=s.listen_backlog,
             write_limit=s.max_buffer_bytes,
-            ping_interval=s.ping_interval_s,
-            ping_timeout=s.ping_timeout_s,
+            ping_interval=None,  # `self.keepalive` pings: one timer instead of a task a socket
             close_timeout=s.close_timeout_s,
             server_header=None,
             create_connection=GatewayConnection,  # an HTTP answer to `POST /ws` & co.
@@ -493,6 +519,7 @@ class Gateway:
         # connections' objects (it pauses delivery for every socket while it runs).
         gc.collect()
         gc.freeze()
+        self.keepalive.start()
         log.info("gateway listening", extra={"port": s.port, "node_id": self.node})
         await stop.wait()
         log.info("gateway stopping")
@@ -515,6 +542,7 @@ class Gateway:
             await asyncio.wait_for(self.server.wait_closed(), self.settings.close_timeout_s + 5)
         for conn in list(self.server.connections):  # still open past the bound: drop them
             conn.transport.abort()
+        self.keepalive.stop()
         self.tokens.stop()
         await self.stop_background()
         # Removing the node record is a courtesy (the monitor notices a missing heartbeat

@@ -81,14 +81,41 @@ def _parse(protocol: ServerProtocol) -> Generator[None]:
             yield
             return
         protocol.events.append(request)
+        # This generator lives as long as the socket: drop what only the handshake needed.
+        del first, read_line, request
     yield from Protocol.parse(protocol)
 
 
 class GatewayConnection(ServerConnection):
-    """websockets' server connection with the answering handshake parser (`create_connection`)."""
+    """websockets' server connection with the answering handshake parser (`create_connection`),
+    and the state of the gateway-wide keepalive (`keepalive.Keepalive`)."""
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         # Nothing was read yet: swap the parser that ServerProtocol started for ours.
         protocol.parser = _parse(protocol)
         next(protocol.parser)
         super().__init__(protocol, *args, **kwargs)
+        # A list instead of websockets' deque (append, remove, iterate only): a deque allocates
+        # a 64-slot block up front, ~700 B per idle socket that never waits for a drain.
+        self.drain_waiters = []  # type: ignore[assignment]
+        self.ka_slot: dict[GatewayConnection, None] | None = None
+        """The keepalive slot this socket is pinged in (`keepalive.Keepalive`); None when not
+        tracked."""
+        self.ka_sent = 0.0
+        """Loop time of the keepalive ping not answered yet; 0.0 when none is outstanding."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.leave_keepalive()  # nothing to ping any more
+
+    def leave_keepalive(self) -> None:
+        if self.ka_slot is not None:
+            self.ka_slot.pop(self, None)
+            self.ka_slot = None
+
+    def acknowledge_pings(self, data: bytes) -> None:
+        """Any pong answers the keepalive's ping (it sends an empty one); pings sent through
+        `ping()` are still matched by websockets."""
+        self.ka_sent = 0.0
+        if self.pending_pings:
+            super().acknowledge_pings(data)

@@ -50,6 +50,10 @@ class GatewayMetrics:
             "roomstream_gateway_slow_consumer_disconnects_total",
             description="Sockets closed with 1013 because their outbound buffer overflowed",
         )
+        self.keepalive_timeouts = m.create_counter(
+            "roomstream_gateway_keepalive_timeouts_total",
+            description="Sockets closed with 1011 because no pong answered a keepalive ping",
+        )
         self.errors = m.create_counter(
             "roomstream_gateway_errors_total", description="error frames sent, by code"
         )

@@ -38,6 +38,10 @@ class GatewaySettings(CommonSettings):
     ping_interval_s: float = Field(default=20.0, gt=0)
     """WebSocket keepalive ping interval (also the `heartbeat` of `welcome`)."""
     ping_timeout_s: float = Field(default=20.0, gt=0)
+    """A socket whose pong has not arrived this long after a ping is closed with 1011."""
+    keepalive_tick_s: float = Field(default=1.0, gt=0)
+    """The one keepalive timer pings 1/(interval/tick) of the sockets per tick (`keepalive`):
+    shorter spreads the pings more evenly, at more timer wake-ups."""
     close_timeout_s: float = Field(default=5.0, gt=0)
     shutdown_deadline_s: float = Field(default=30.0, gt=0)
     """Longest a stop (SIGTERM) may take; past it the process logs where it hung and exits 1."""
