@@ -13,7 +13,7 @@ _ = object()
 # -- framework-called ------------------------------------------------------------------------
 _.model_config  # pydantic settings of every model
 _._id, _._url, _._secret, _._kinds  # pydantic field validators (roomstream_hooks.model)
-_._publish_hook_complete  # pydantic model validator (gateway settings)
+_._publish_hook_complete, _._pubsub_ping_sane  # pydantic model validators (gateway settings)
 _.expires_in  # a pydantic field of RefreshFrame, serialized to clients
 _.media_type  # starlette.responses.Response class attribute (kit JSONResponse)
 _.exc_text  # logging.LogRecord attribute, cleared by the kit's log filter
