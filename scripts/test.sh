@@ -15,4 +15,7 @@ uv run --frozen --no-sync vulture
 echo "== client-js (libs/client-js)"
 (cd libs/client-js && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 echo "== pytest"
-exec uv run --frozen --no-sync pytest "$@"
+# Two workers, one test file each at a time (`loadfile`: a module's shared deployment stays in
+# one process): the suite mostly waits on processes it started, so two halve its wall time on
+# 2 cores. PYTEST_WORKERS=0 runs it in this process (a debugger, -x on the first failure).
+exec uv run --frozen --no-sync pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
