@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from roomstream_kit.auth import issue_token
 
 from tests.support.processes import ServiceProcess, free_port
+from tests.support.redis_server import OwnRedis, require_redis_server
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -143,3 +144,16 @@ def cluster(base_env: dict[str, str], tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(base_env, tmp_path)
     yield c
     c.stop_all()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server of this test's own (AOF in the test's folder), for fault tests that stop,
+    cut or restart their Redis (never the shared one); stopped afterwards."""
+    require_redis_server()
+    server = OwnRedis(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

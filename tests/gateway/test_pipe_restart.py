@@ -6,28 +6,14 @@ again once Redis is back."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from roomstream_gateway.pipeline import AppendPipe
 
-from tests.support.redis_server import OwnRedis, require_redis_server
+from tests.support.redis_server import OwnRedis
 from tests.support.waits import until
 
 KEYS = 50
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    require_redis_server()
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_restart_during_a_burst_of_batches(own_redis: OwnRedis) -> None:

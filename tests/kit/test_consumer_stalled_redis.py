@@ -8,10 +8,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
-import pytest
 import redis.asyncio as aioredis
 from roomstream_contracts.events import EventKind
 from roomstream_contracts.ids import new_event_id
@@ -21,21 +19,8 @@ from roomstream_kit.redis import connect
 from roomstream_kit.settings import CommonSettings
 
 from tests.support.events import envelope
-from tests.support.redis_server import OwnRedis, require_redis_server
+from tests.support.redis_server import OwnRedis
 from tests.support.waits import until
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    require_redis_server()
-    server = OwnRedis(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        if server.proc is not None and server.proc.poll() is None:
-            os.kill(server.proc.pid, signal.SIGCONT)
-        server.stop()
 
 
 async def test_a_stopped_redis_then_answering_again(own_redis: OwnRedis) -> None:

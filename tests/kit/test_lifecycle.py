@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +31,7 @@ from starlette.routing import Match, Route
 
 from tests.conftest import REDIS_URL
 from tests.monitor.helpers import wait_for
-from tests.support.redis_server import OwnRedis, require_redis_server
+from tests.support.redis_server import OwnRedis
 
 BOUND_S = 20.0
 """Upper bound on every wait here (a hang fails the test instead of stalling the run)."""
@@ -43,15 +42,6 @@ async def until(condition: Callable[[], bool], what: str) -> None:
         return condition()
 
     await wait_for(check, BOUND_S, what)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Any:
-    require_redis_server()
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @contextlib.asynccontextmanager

@@ -3,8 +3,10 @@ the shared server: restarts, slow AOF loading, busy scripts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -86,9 +88,12 @@ class OwnRedis:
         return "ready" if reply.startswith(b"+PONG") else "down"
 
     def stop(self) -> None:
-        """SHUTDOWN (the AOF is flushed), then wait for the process."""
+        """SHUTDOWN (the AOF is flushed), then wait for the process (woken first if a test left
+        it SIGSTOPped)."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGCONT)
         self.proc.terminate()  # SIGTERM: redis-server shuts down cleanly, AOF fsynced
         try:
             self.proc.wait(20)
